@@ -1,0 +1,299 @@
+"""The Python API. The CLI only parses flags and calls these functions.
+
+    import egkd
+    egkd.finetune(task="mrpc", model="sentence-transformers/all-MiniLM-L6-v2", out="runs/mrpc-teacher")
+    egkd.distill(task="mrpc", teacher="runs/mrpc-teacher", student="layers:1,3,5", method="kd",
+                 out="runs/mrpc-kd")
+    egkd.evaluate("runs/mrpc-kd")
+
+Every keyword is a :class:`~egkd.config.RunConfig` field; ``config=`` names a YAML file whose values the
+keywords override.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader
+
+from egkd.config import RunConfig, build_config, load_yaml
+from egkd.data.glue import load_split
+from egkd.data.tasks import TaskSpec, get_task
+from egkd.data.tokenize import Collator, tokenize_split
+from egkd.errors import EgkdError
+from egkd.evaluation.metrics import fidelity, predictions_from_logits, task_metrics
+from egkd.losses.terms import GoldLoss, KDLoss, LossTerm, PKDLoss, parse_layer_map
+from egkd.models.students import Built, build_student, count_parameters, load_classifier, uniform_layers
+from egkd.paths import cache_root
+from egkd.reports.card import write_model_card
+from egkd.reports.console import console
+from egkd.training.loop import model_inputs, predict_logits, train
+from egkd.training.trackers import make_accelerator
+
+METHODS = ("ft", "kd", "pkd")
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "model.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+def prepare_out_dir(out: str | None, overwrite: bool, resume: bool) -> Path:
+    """Create the run folder; refuse to reuse one that holds a run unless told to overwrite or resume."""
+    if not out:
+        raise EgkdError("no output folder given: pass --out DIR")
+    path = Path(out)
+    state = PartialState()
+    holds_run = path.is_dir() and any(path.iterdir())
+    if holds_run and not (overwrite or resume):
+        raise EgkdError(
+            f"output folder {path} already holds a run: pass --overwrite to replace it or --resume to continue it"
+        )
+    if state.is_main_process:
+        if holds_run and overwrite and not resume:
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    return path
+
+
+def resolve_config(config: str | Path | None, **options: Any) -> RunConfig:
+    """Defaults <- YAML <- options; on --resume the run's own saved config.yaml is the YAML layer."""
+    out = options.get("out")
+    if config is None and options.get("resume") and out and (Path(out) / "config.yaml").is_file():
+        config = Path(out) / "config.yaml"
+        saved = load_yaml(config)
+        saved.pop("resume", None)
+        saved.pop("overwrite", None)
+        options = {**saved, **{k: v for k, v in options.items() if v is not None}}
+        config = None
+    return build_config(config, **options)
+
+
+def crash_hook():
+    """For tests: ``EGKD_CRASH_AFTER_CHECKPOINT=N`` kills the process right after its N-th checkpoint,
+    exactly as a ``kill -9`` would at that point."""
+    limit = int(os.environ.get("EGKD_CRASH_AFTER_CHECKPOINT", "0") or 0)
+    if not limit:
+        return None
+    seen = {"n": 0}
+
+    def hook(step: int) -> None:
+        seen["n"] += 1
+        if seen["n"] >= limit:
+            os._exit(137)
+
+    return hook
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_examples: int | None = None):
+    """Read and tokenize one split, cached under the egkd cache (keyed on data, tokenizer and length)."""
+    state = PartialState()
+    with state.main_process_first():
+        ds = load_split(task, split, cfg.data_dir, max_examples)
+        return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
+
+
+# --------------------------------------------------------------------------------------------------- losses
+def build_terms(cfg: RunConfig, student: Built) -> list[LossTerm]:
+    """A method is a list of weighted loss terms."""
+    if cfg.method == "ft":
+        return [GoldLoss(1.0)]
+    if cfg.method in ("kd", "pkd"):
+        terms: list[LossTerm] = [GoldLoss(1.0 - cfg.alpha), KDLoss(cfg.alpha, cfg.temperature)]
+        if cfg.method == "pkd":
+            terms.append(PKDLoss(cfg.pkd_weight, pkd_layer_map(cfg, student)))
+        return terms
+    raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+
+
+def pkd_layer_map(cfg: RunConfig, student: Built) -> dict[int, int]:
+    """Student layer -> teacher layer: given, else the layers the student was cut from, else uniform."""
+    if cfg.pkd_layer_map:
+        return parse_layer_map(cfg.pkd_layer_map)
+    n_student = student.model.config.num_hidden_layers
+    layers = student.teacher_layers
+    if not layers:
+        raise EgkdError("PKD needs --pkd-layer-map for a student that was not cut from the teacher")
+    if len(layers) != n_student:
+        layers = uniform_layers(max(layers) + 1, n_student)
+    # the top student layer feeds the classifier, which KD already trains; PKD matches the ones below it
+    return {s: t for s, t in enumerate(layers) if s < n_student - 1} or {0: layers[0]}
+
+
+# -------------------------------------------------------------------------------------------------- running
+def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
+    task = get_task(cfg.task)
+    if kind == "distill" and not cfg.teacher:
+        raise EgkdError("distill needs a teacher: pass --teacher RUN_DIR (a fine-tuned model)")
+    if cfg.method not in METHODS:
+        raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    out_dir = prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
+    state = PartialState()
+    if state.is_main_process:
+        cfg.save(out_dir / "config.yaml")
+
+    teacher = None
+    if kind == "finetune":
+        built = load_classifier(cfg.model, task)
+    else:
+        teacher = load_classifier(cfg.teacher, task, expect_head=True)
+        built = build_student(cfg.student, teacher, task)
+    train_ds = load_tokenized(task, "train", built.tokenizer, cfg, cfg.max_train_examples)
+    dev_ds = load_tokenized(task, task.dev_splits[0], built.tokenizer, cfg, cfg.max_eval_examples)
+    terms = build_terms(cfg, built)
+    if state.is_main_process:
+        what = f"fine-tuning {cfg.model}" if kind == "finetune" else f"distilling {cfg.teacher} -> {cfg.student}"
+        console.print(f"[bold]{what}[/] on {task.name} ({len(train_ds)} train, {len(dev_ds)} dev) "
+                      f"with {', '.join(map(repr, terms))}")
+
+    accelerator = make_accelerator(cfg, out_dir)
+    model, result = train(cfg, task, built.model, built.tokenizer, train_ds, dev_ds, terms, out_dir,
+                          teacher=teacher.model if teacher else None, accelerator=accelerator,
+                          on_checkpoint=crash_hook())
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        model.save_pretrained(out_dir)
+        built.tokenizer.save_pretrained(out_dir)
+        shutil.rmtree(out_dir / "best", ignore_errors=True)
+        (out_dir / "train_history.json").write_text(json.dumps(result.history, indent=2))
+        train_info = {"steps": result.steps, "best_step": result.best_step,
+                      "seconds_per_epoch": result.seconds_per_epoch, "train_seconds": result.train_seconds}
+        metrics = evaluate(out_dir, task=task.name, data_dir=cfg.data_dir, extra={"training": train_info},
+                           show=True, max_examples=cfg.max_eval_examples)
+        write_model_card(out_dir, cfg, kind, metrics)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def finetune(config: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``task`` (the teacher); returns the run's metrics."""
+    options.setdefault("method", "ft")
+    cfg = resolve_config(config, **options)
+    cfg.method = "ft"
+    return _train_run(cfg, "finetune")
+
+
+def distill(config: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Distill ``teacher`` into ``student`` with ``method``; returns the run's metrics."""
+    cfg = resolve_config(config, **options)
+    return _train_run(cfg, "distill")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def read_run_config(run_dir: Path) -> RunConfig | None:
+    path = run_dir / "config.yaml"
+    return build_config(path) if path.is_file() else None
+
+
+def throughput(model: torch.nn.Module, dl: DataLoader, max_batches: int = 20) -> float:
+    """Examples per second of plain inference (one warm-up batch, then up to ``max_batches``)."""
+    model.eval()
+    batches = [b for _, b in zip(range(max_batches + 1), dl, strict=False)]
+    with torch.inference_mode():
+        model(**model_inputs(model, batches[0]))
+        start, n = time.perf_counter(), 0
+        for b in batches[1:] or batches:
+            model(**model_inputs(model, b))
+            n += len(b["input_ids"])
+        return n / max(time.perf_counter() - start, 1e-9)
+
+
+def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None = None, split: str | None = None,
+             teacher: str | None = None, extra: dict[str, Any] | None = None, show: bool = True,
+             max_examples: int | None = None) -> dict[str, Any]:
+    """Score a run folder (or any model folder) on a labelled split and write ``metrics.json`` there.
+
+    Reports the task's GLUE metrics, and, when the run has a teacher, fidelity to it, both models' parameter
+    counts and their inference throughput measured in this process on the same batches (batch 32).
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise EgkdError(f"run folder {run} does not exist")
+    cfg = read_run_config(run) or RunConfig()
+    task_name = task or cfg.task
+    spec = get_task(task_name)
+    data_dir = data_dir or cfg.data_dir
+    teacher = teacher or cfg.teacher
+    split = split or spec.dev_splits[0]
+    built = load_classifier(str(run), spec, expect_head=True)
+    eval_cfg = RunConfig(task=spec.name, data_dir=data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
+    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg, max_examples)
+    labels = np.asarray(ds["labels"])
+    if (labels < 0).all():
+        raise EgkdError(f"split {split} of {spec.name} has no labels; use `egkd predict` for test sets")
+    dl = DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, is_regression=spec.is_regression))
+    logits = predict_logits(built.model, dl, desc=f"evaluating {run.name}", show=show)
+    preds = predictions_from_logits(logits, spec)
+    metrics: dict[str, Any] = {"task": spec.name, "split": split, "n_examples": len(ds),
+                               **task_metrics(preds, labels, spec)}
+    metrics["parameters"] = count_parameters(built.model)
+    metrics["throughput"] = throughput(built.model, dl)
+    records = [{"idx": int(i), "label": float(y) if spec.is_regression else int(y),
+                "prediction": float(p) if spec.is_regression else int(p)}
+               for i, y, p in zip(ds["idx"], labels, preds, strict=True)]
+    if teacher:
+        t = load_classifier(teacher, spec, expect_head=True)
+        if t.tokenizer.get_vocab() != built.tokenizer.get_vocab():
+            raise EgkdError("teacher and student tokenizers differ; word-level evaluation comes with a later issue")
+        t_preds = predictions_from_logits(predict_logits(t.model, dl, desc="teacher", show=show), spec)
+        metrics.update(fidelity(preds, t_preds, spec))
+        metrics["teacher"] = {**task_metrics(t_preds, labels, spec), "parameters": count_parameters(t.model),
+                              "throughput": throughput(t.model, dl)}
+        metrics["compression"] = metrics["teacher"]["parameters"] / metrics["parameters"]
+        metrics["speedup"] = metrics["throughput"] / metrics["teacher"]["throughput"]
+        for r, tp in zip(records, t_preds, strict=True):
+            r["teacher_prediction"] = float(tp) if spec.is_regression else int(tp)
+    if extra:
+        metrics.update(extra)
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with (run / f"predictions_{split}.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    if show:
+        from egkd.reports.tables import metrics_table
+
+        console.print(metrics_table({run.name: metrics}, spec))
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------- predict
+SUBMISSION_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B",
+                    "qnli": "QNLI", "qqp": "QQP", "mnli": "MNLI-m", "wnli": "WNLI"}
+
+
+def predict(run_dir: str | Path, task: str | None = None, split: str = "test", data_dir: str | None = None,
+            out: str | Path | None = None) -> Path:
+    """Write a GLUE submission TSV (``index<TAB>prediction``) for ``split``; returns its path."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise EgkdError(f"run folder {run} does not exist")
+    cfg = read_run_config(run) or RunConfig()
+    spec = get_task(task or cfg.task)
+    built = load_classifier(str(run), spec, expect_head=True)
+    eval_cfg = RunConfig(task=spec.name, data_dir=data_dir or cfg.data_dir, max_seq_length=cfg.max_seq_length)
+    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg)
+    dl = DataLoader(ds, batch_size=64, collate_fn=Collator(built.tokenizer, is_regression=spec.is_regression))
+    preds = predictions_from_logits(predict_logits(built.model, dl, desc=f"predicting {split}"), spec)
+    name = SUBMISSION_NAMES.get(spec.name, spec.name)
+    if spec.name == "mnli" and "mismatched" in split:
+        name = "MNLI-mm"
+    out_path = Path(out) if out else run / "predictions" / f"{name}.tsv"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w") as f:
+        f.write("index\tprediction\n")
+        for i, p in zip(ds["idx"], preds, strict=True):
+            if spec.is_regression:
+                value = f"{min(5.0, max(0.0, float(p))):.3f}"
+            elif spec.name in ("rte", "qnli", "mnli", "wnli") and spec.label_names and spec.name != "wnli":
+                value = spec.label_names[int(p)]
+            else:
+                value = str(int(p))
+            f.write(f"{i}\t{value}\n")
+    console.print(f"wrote {len(preds)} predictions to {out_path}")
+    return out_path

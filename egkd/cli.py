@@ -1,0 +1,175 @@
+"""The ``egkd`` command line. It only turns flags into calls of :mod:`egkd.api`.
+
+Training flags are generated from :class:`~egkd.config.RunConfig`, so every command spells a setting the same
+way as the YAML file and the Python API (``--max-seq-length`` = ``max_seq_length``). A user error prints one
+line and exits with status 2; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from egkd.config import RunConfig
+from egkd.errors import EgkdError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="egkd: compress fine-tuned language models by explanation guided knowledge distillation.",
+)
+
+HELP = {
+    "task": "GLUE task: sst2, mrpc, rte, cola, stsb, qnli, qqp, mnli, wnli",
+    "data_dir": "GLUE folder (SST-2/train.tsv ...); default $GLUE_DIR, ../shared/data/glue, else the hub",
+    "out": "run folder to create",
+    "model": "model to fine-tune: path, hub id, or config:layers=2,hidden=128 (random init)",
+    "teacher": "fine-tuned teacher: a run folder of `egkd finetune`, a path or a hub id",
+    "student": "layers:1,3,5 (0-based teacher layers) | depth:N | config:layers=..,hidden=.. | path/hub id",
+    "method": "ft (gold labels only) | kd (Hinton) | pkd (patient KD)",
+    "max_seq_length": "truncate inputs to this many tokens",
+    "max_train_examples": "use only the first N training examples",
+    "max_eval_examples": "use only the first N dev examples",
+    "epochs": "training epochs (fractions allowed)",
+    "batch_size": "training batch size per process",
+    "learning_rate": "peak AdamW learning rate (warmup, then linear decay)",
+    "alpha": "weight of the KD term; 1-alpha goes to the gold labels",
+    "temperature": "KD softmax temperature T (the KL is scaled by T^2)",
+    "pkd_weight": "weight of PKD's hidden-state term",
+    "pkd_layer_map": "PKD layer map student:teacher, e.g. 0:1,1:3",
+    "eval_every": "evaluate every N optimizer steps (0: each epoch)",
+    "save_every": "checkpoint every N optimizer steps (0: each epoch only)",
+    "mixed_precision": "no | fp16 | bf16",
+    "seed": "random seed (data order, init, dropout)",
+    "deterministic": "use deterministic algorithms (slower)",
+    "overwrite": "replace an existing run folder",
+    "resume": "continue an interrupted run from its last checkpoint",
+    "log_with": "comma-separated trackers: csv, tensorboard",
+}
+COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "max_seq_length",
+          "max_train_examples", "max_eval_examples", "seed", "overwrite", "resume", "eval_batch_size",
+          "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum_steps", "mixed_precision",
+          "deterministic", "eval_every", "save_every", "log_with", "log_every", "length_grouping", "keep_best"]
+DISTILL = ["teacher", "student", "method", "alpha", "temperature", "pkd_weight", "pkd_layer_map"]
+
+
+def _plain_type(tp: Any) -> type:
+    """``int | None`` -> int, ``list[str]`` -> str (given comma-separated)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    return str if origin is list else tp
+
+
+def config_command(fields: list[str]):
+    """Give a ``(config, **options)`` function one typer option per RunConfig field, all defaulting to
+    "not given" (None) so that YAML values survive unless a flag overrides them."""
+    hints = typing.get_type_hints(RunConfig)
+    by_name = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+    def decorate(fn):
+        params = [inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Path | None, typer.Option(help="YAML file of options; flags override it")])]
+        for name in fields:
+            default = by_name[name].default
+            shown = "" if default is dataclasses.MISSING or default is None else f" [default: {default}]"
+            params.append(inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                annotation=Annotated[_plain_type(hints[name]) | None,
+                                     typer.Option(help=HELP.get(name, name.replace("_", " ")) + shown,
+                                                  show_default=False)]))
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            return fn(**kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        return wrapper
+
+    return decorate
+
+
+@app.command()
+@config_command(["model", *COMMON])
+def finetune(**options: Any) -> None:
+    """Fine-tune a pre-trained model on a GLUE task (the teacher)."""
+    from egkd import api
+
+    api.finetune(**options)
+
+
+@app.command()
+@config_command([*DISTILL, *COMMON])
+def distill(**options: Any) -> None:
+    """Distill a fine-tuned teacher into a smaller student."""
+    from egkd import api
+
+    api.distill(**options)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="run folder (or any model folder)")],
+    task: Annotated[str | None, typer.Option(help=HELP["task"] + " [default: the run's]")] = None,
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    split: Annotated[str | None, typer.Option(help="labelled split to score [default: dev]")] = None,
+    teacher: Annotated[str | None, typer.Option(help="teacher for fidelity [default: the run's]")] = None,
+    max_eval_examples: Annotated[int | None, typer.Option(help=HELP["max_eval_examples"])] = None,
+) -> None:
+    """Score a run: GLUE metrics, fidelity to the teacher, parameters and throughput; writes metrics.json."""
+    from egkd import api
+
+    api.evaluate(run_dir, task=task, data_dir=data_dir, split=split, teacher=teacher,
+                 max_examples=max_eval_examples)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    task: Annotated[str | None, typer.Option(help=HELP["task"] + " [default: the run's]")] = None,
+    split: Annotated[str, typer.Option(help="split to predict")] = "test",
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    out: Annotated[Path | None, typer.Option(help="TSV to write [default: RUN/predictions/<Task>.tsv]")] = None,
+) -> None:
+    """Write a GLUE submission TSV (index, prediction) for a split."""
+    from egkd import api
+
+    api.predict(run_dir, task=task, split=split, data_dir=data_dir, out=out)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the demo's runs")] = Path("runs/demo"),
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    train_examples: Annotated[int, typer.Option(help="SST-2 training examples")] = 4000,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier demo")] = False,
+) -> None:
+    """The whole pipeline on bundled defaults: fine-tune all-MiniLM-L6-v2 on SST-2, distill a 3-layer student,
+    evaluate both on the full dev set and print the table."""
+    from egkd.demo import run_demo
+
+    run_demo(out=out, data_dir=data_dir, train_examples=train_examples, overwrite=overwrite)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except EgkdError as e:
+        print(f"egkd: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

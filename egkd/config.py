@@ -1,0 +1,108 @@
+"""One flat run configuration, nanoGPT style.
+
+Every command (finetune, distill, evaluate, the demo) is driven by a :class:`RunConfig`. Values come from
+three layers, later ones winning: the dataclass defaults, a YAML file (``--config run.yaml``), and the flags
+given on the command line. The fully resolved config is written next to a run's outputs as ``config.yaml``
+so that any run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from egkd.errors import EgkdError
+
+
+@dataclass
+class RunConfig:
+    # what to train
+    task: str = "sst2"
+    data_dir: str | None = None
+    out: str | None = None
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # finetune: the model to fine-tune
+    teacher: str | None = None  # distill: a fine-tuned teacher (run folder, path or hub id)
+    student: str = "depth:3"  # distill: layers:i,j,k | depth:N | config:... | path or hub id
+    method: str = "kd"  # ft | kd | pkd (later issues add more)
+
+    # data
+    max_seq_length: int = 128
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    length_grouping: bool = True
+
+    # optimisation
+    epochs: float = 3.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    seed: int = 42
+    deterministic: bool = False
+
+    # loss terms
+    alpha: float = 0.9  # weight of the KD term; (1 - alpha) goes to the gold-label term
+    temperature: float = 2.0
+    pkd_weight: float = 100.0  # PKD's beta (normalised [CLS] states give small MSE values)
+    pkd_layer_map: str | None = None  # "0:1,1:3,2:5" student layer -> teacher layer; default from student
+
+    # evaluation, checkpoints, logs
+    eval_every: int = 0  # steps; 0 = at the end of each epoch
+    save_every: int = 0  # steps; 0 = at the end of each epoch only
+    keep_best: bool = True
+    log_with: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    log_every: int = 10
+    overwrite: bool = False
+    resume: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run file; keys may use dashes or underscores, as on the command line."""
+    p = Path(path)
+    if not p.is_file():
+        raise EgkdError(f"config file {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EgkdError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise EgkdError(f"config file {p} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in raw.items()}
+
+
+def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults <- YAML file <- explicit overrides (``None`` overrides mean "not given")."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - FIELD_NAMES)
+    if unknown:
+        raise EgkdError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELD_NAMES))}")
+    cfg = RunConfig(**values)
+    if cfg.mixed_precision not in {"no", "fp16", "bf16"}:
+        raise EgkdError(f"--mixed-precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+    if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.learning_rate <= 0:
+        raise EgkdError("--epochs, --batch-size and --learning-rate must be positive")
+    if not 0.0 <= cfg.alpha <= 1.0:
+        raise EgkdError(f"--alpha must lie in [0, 1], not {cfg.alpha}")
+    if isinstance(cfg.log_with, str):
+        cfg.log_with = [s for s in cfg.log_with.split(",") if s]
+    return cfg

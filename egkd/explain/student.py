@@ -1,0 +1,38 @@
+"""The student's differentiable explanation: gradient x input with ``create_graph=True``.
+
+Captum detaches its attributions (they are meant for inspection), so a loss on a Captum map could
+not train the model; this module computes the map itself so that an alignment loss on it
+backpropagates into the student's parameters (double backprop).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from egkd.explain.base import Batch, gradient_wrt_embeddings, unit_mask
+
+
+def student_gradient_map(
+    model: nn.Module, batch: Batch, target: Tensor | None = None, create_graph: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``(logits [B, C], map [B, L])`` from ONE forward of the student.
+
+    The logits are returned so the training step reuses them for its CE/KD losses instead of
+    running a second forward. The map is gradient x input w.r.t. the word embeddings, summed over
+    the hidden dim, zero at special tokens and padding; with ``create_graph=True`` it stays in the
+    graph (through both the gradient and the embeddings), so ``alignment_loss(map, ...)``
+    trains the model. ``target=None`` explains the student's own prediction from this forward;
+    pass the teacher's target to explain the same class as the cached teacher map.
+
+    PyTorch's fused CPU/flash SDPA kernels have no double backward, so the call runs under
+    ``sdpa_kernel(SDPBackend.MATH)``: models loaded with ``attn_implementation="sdpa"`` then work,
+    and ``"eager"`` models are unaffected.
+    """
+    with sdpa_kernel(SDPBackend.MATH):
+        logits, embeds, grad = gradient_wrt_embeddings(model, batch, target, create_graph=create_graph)
+    scores = (grad * embeds).sum(-1)
+    if not create_graph:
+        scores = scores.detach()
+    return logits, torch.where(unit_mask(batch), scores, torch.zeros_like(scores))
