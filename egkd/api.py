@@ -24,12 +24,14 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import DataLoader
 
+from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig, build_config, load_yaml
 from egkd.data.glue import load_split
 from egkd.data.tasks import TaskSpec, get_task
 from egkd.data.tokenize import Collator, tokenize_split
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import fidelity, predictions_from_logits, task_metrics
+from egkd.losses.explanation import ADKDAttribution, GradientAlignment, PerturbationMatching, SelectionConsistency
 from egkd.losses.terms import GoldLoss, KDLoss, LossTerm, PKDLoss, parse_layer_map
 from egkd.models.students import Built, build_student, count_parameters, load_classifier, uniform_layers
 from egkd.paths import cache_root
@@ -38,7 +40,8 @@ from egkd.reports.console import console
 from egkd.training.loop import model_inputs, predict_logits, train
 from egkd.training.trackers import make_accelerator
 
-METHODS = ("ft", "kd", "pkd")
+METHODS = ("ft", "kd", "pkd", "egkd", "adkd")
+FAMILIES = ("gradient", "perturbation", "selection")
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "model.safetensors")
 
 
@@ -105,12 +108,54 @@ def build_terms(cfg: RunConfig, student: Built) -> list[LossTerm]:
     """A method is a list of weighted loss terms."""
     if cfg.method == "ft":
         return [GoldLoss(1.0)]
-    if cfg.method in ("kd", "pkd"):
+    if cfg.method in METHODS:
         terms: list[LossTerm] = [GoldLoss(1.0 - cfg.alpha), KDLoss(cfg.alpha, cfg.temperature)]
         if cfg.method == "pkd":
             terms.append(PKDLoss(cfg.pkd_weight, pkd_layer_map(cfg, student)))
+        if cfg.method == "adkd":
+            terms.append(ADKDAttribution(cfg.adkd_weight, steps=cfg.adkd_steps, top_k=cfg.adkd_top_k))
+        if cfg.method == "egkd":
+            tok = student.tokenizer
+            for family in explainer_families(cfg.explainer):
+                if family == "gradient":
+                    terms.append(GradientAlignment(cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
+                    terms[-1].every = max(1, cfg.grad_every)
+                elif family == "perturbation":
+                    terms.append(PerturbationMatching(cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,
+                                                      temperature=cfg.temperature,
+                                                      mask_token_id=tok.mask_token_id, seed=cfg.seed))
+                else:
+                    terms.append(SelectionConsistency(cfg.select_weight, comprehensiveness=cfg.comp_weight,
+                                                      temperature=cfg.temperature,
+                                                      pad_token_id=tok.pad_token_id or 0))
         return terms
     raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+
+
+def explainer_families(text: str) -> list[str]:
+    """``"gradient+perturbation"`` -> ["gradient", "perturbation"], checked."""
+    families = [f.strip() for f in text.split("+") if f.strip()]
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise EgkdError(f"unknown explainer family {bad or text!r}; combine {', '.join(FAMILIES)} with '+'")
+    return families
+
+
+def cache_specs(cfg: RunConfig, terms: list[LossTerm]) -> list[CacheSpec]:
+    """The teacher-cache entries a run needs: one per explanation family, else the logits alone for KD."""
+    specs = []
+    for t in terms:
+        if t.cache_family == "gradient":
+            specs.append(CacheSpec("gradient", explainer=cfg.teacher_explainer, target=cfg.explain_target))
+        elif t.cache_family == "perturbation":
+            specs.append(CacheSpec("perturbation", target=cfg.explain_target))
+        elif t.cache_family == "selection":
+            specs.append(CacheSpec("selection", explainer=cfg.teacher_explainer, target=cfg.explain_target,
+                                   budget=cfg.rationale_budget))
+    needs_live = any(t.needs_hidden or t.needs_teacher_model for t in terms)
+    if not specs and cfg.teacher_cache and not needs_live and any(t.needs_teacher for t in terms):
+        specs.append(CacheSpec("logits"))
+    return specs
 
 
 def pkd_layer_map(cfg: RunConfig, student: Built) -> dict[int, int]:
@@ -154,9 +199,18 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
                       f"with {', '.join(map(repr, terms))}")
 
     accelerator = make_accelerator(cfg, out_dir)
+    caches = {}
+    if teacher is not None:
+        if any(t.cache_family == "gradient" for t in terms) and accelerator.num_processes > 1:
+            raise EgkdError("the gradient family needs double backprop, which DDP does not support: run it in one "
+                            "process (or use the perturbation/selection families under accelerate launch)")
+        teacher.model.to(accelerator.device)
+        for spec in cache_specs(cfg, terms):
+            caches[spec.family] = build_teacher_cache(teacher.model, built.tokenizer, train_ds, spec,
+                                                      cfg.max_seq_length, batch_size=cfg.eval_batch_size)
     model, result = train(cfg, task, built.model, built.tokenizer, train_ds, dev_ds, terms, out_dir,
                           teacher=teacher.model if teacher else None, accelerator=accelerator,
-                          on_checkpoint=crash_hook())
+                          on_checkpoint=crash_hook(), caches=caches)
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
         model.save_pretrained(out_dir)

@@ -35,7 +35,7 @@ HELP = {
     "model": "model to fine-tune: path, hub id, or config:layers=2,hidden=128 (random init)",
     "teacher": "fine-tuned teacher: a run folder of `egkd finetune`, a path or a hub id",
     "student": "layers:1,3,5 (0-based teacher layers) | depth:N | config:layers=..,hidden=.. | path/hub id",
-    "method": "ft (gold labels only) | kd (Hinton) | pkd (patient KD)",
+    "method": "ft (gold labels only) | kd (Hinton) | pkd (patient KD) | egkd (explanation guided) | adkd (AD-KD-style)",
     "max_seq_length": "truncate inputs to this many tokens",
     "max_train_examples": "use only the first N training examples",
     "max_eval_examples": "use only the first N dev examples",
@@ -54,12 +54,23 @@ HELP = {
     "overwrite": "replace an existing run folder",
     "resume": "continue an interrupted run from its last checkpoint",
     "log_with": "comma-separated trackers: csv, tensorboard",
+    "teacher_cache": "cache the teacher's logits/explanations once instead of running it every step",
+    "explainer": "egkd families, combined with '+': gradient | perturbation | selection",
+    "explain_target": "class explained: pred (the teacher's prediction) | gold",
+    "teacher_explainer": "teacher map for gradient/selection: saliency | gxi | ig[:steps=8]",
+    "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps)",
+    "grad_fraction": "share of each batch given the double-backprop student map",
+    "perturb_k": "occluded copies per example and step (each costs a forward+backward)",
+    "rationale_budget": "share of units in the teacher's rationale (selection family)",
 }
 COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "max_seq_length",
           "max_train_examples", "max_eval_examples", "seed", "overwrite", "resume", "eval_batch_size",
           "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum_steps", "mixed_precision",
           "deterministic", "eval_every", "save_every", "log_with", "log_every", "length_grouping", "keep_best"]
-DISTILL = ["teacher", "student", "method", "alpha", "temperature", "pkd_weight", "pkd_layer_map"]
+DISTILL = ["teacher", "student", "method", "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
+           "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
+           "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "select_weight", "rationale_budget",
+           "comp_weight", "adkd_weight", "adkd_steps", "adkd_top_k"]
 
 
 def _plain_type(tp: Any) -> type:

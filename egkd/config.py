@@ -27,7 +27,7 @@ class RunConfig:
     model: str = "sentence-transformers/all-MiniLM-L6-v2"  # finetune: the model to fine-tune
     teacher: str | None = None  # distill: a fine-tuned teacher (run folder, path or hub id)
     student: str = "depth:3"  # distill: layers:i,j,k | depth:N | config:... | path or hub id
-    method: str = "kd"  # ft | kd | pkd (later issues add more)
+    method: str = "kd"  # ft | kd | pkd | egkd | adkd
 
     # data
     max_seq_length: int = 128
@@ -53,6 +53,27 @@ class RunConfig:
     temperature: float = 2.0
     pkd_weight: float = 100.0  # PKD's beta (normalised [CLS] states give small MSE values)
     pkd_layer_map: str | None = None  # "0:1,1:3,2:5" student layer -> teacher layer; default from student
+
+    # teacher cache (logits and explanations computed once; see egkd.cache)
+    teacher_cache: bool = True
+
+    # explanation guided distillation (method egkd); families combine with "+"
+    explainer: str = "gradient"  # gradient | perturbation | selection | gradient+perturbation ...
+    explain_target: str = "pred"  # class the explanations are taken for: pred (teacher's) | gold
+    teacher_explainer: str = "gxi"  # teacher map of the gradient family: saliency | gxi | ig[:steps=8]
+    align_loss: str = "mse"  # mse | cosine | kl | topk (over L2-normalised unit maps)
+    grad_weight: float = 1.0
+    grad_fraction: float = 1.0  # share of each batch that gets the (double backprop) student map
+    grad_every: int = 1  # apply the gradient term every N steps
+    perturb_weight: float = 1.0
+    perturb_k: int = 1  # occluded copies per example and step
+    perturb_mix: float = 0.5  # share of occluded units drawn from the teacher's importance (rest uniform)
+    select_weight: float = 1.0
+    rationale_budget: float = 0.2
+    comp_weight: float = 1.0  # comprehensiveness relative to sufficiency inside the selection term
+    adkd_weight: float = 1.0
+    adkd_steps: int = 8
+    adkd_top_k: float = 0.5
 
     # evaluation, checkpoints, logs
     eval_every: int = 0  # steps; 0 = at the end of each epoch

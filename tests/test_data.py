@@ -99,7 +99,7 @@ def test_unknown_task_lists_known_ones() -> None:
 
 
 def test_specs_are_consistent() -> None:
-    assert set(TASKS) == {"sst2", "mrpc", "rte", "cola", "stsb", "qnli", "qqp", "mnli", "wnli"}
+    assert set(TASKS) == {"sst2", "mrpc", "rte", "cola", "stsb", "qnli", "qqp", "mnli", "wnli", "synth"}
     for spec in TASKS.values():
         assert spec.main_metric in spec.metrics
         assert 1 <= len(spec.text_columns) <= 2

@@ -185,6 +185,11 @@ def _load_tsv(spec: TaskSpec, stem: str, root: Path, max_examples: int | None) -
 
 
 def _load_hub(spec: TaskSpec, stem: str, max_examples: int | None) -> datasets.Dataset:
+    if not spec.hub_config:  # tasks egkd generates itself (synth) have no hub copy to fall back on
+        raise EgkdError(
+            f"task {spec.name} has no hub copy: write it with egkd.data.synthetic.write_synthetic_glue(DIR) "
+            f"and pass --data-dir DIR (the files go to DIR/{spec.folder})"
+        )
     try:
         ds = datasets.load_dataset(HUB_DATASET, spec.hub_config, split=_HUB_SPLITS[stem])
     except Exception as err:  # offline, DNS, missing cache: all mean the same to the user

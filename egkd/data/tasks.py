@@ -152,6 +152,14 @@ _SPECS: tuple[TaskSpec, ...] = (
         tsv_label_format="index",
         tsv_layouts=_layouts(("sentence1", "sentence2"), "label", "index"),
     ),
+    TaskSpec(
+        # Not GLUE: planted-evidence sentiment written by egkd.data.synthetic.write_synthetic_glue (no hub copy).
+        name="synth", folder="SYNTH", hub_config="", text_columns=("sentence",),
+        label_names=("negative", "positive"), num_labels=2, is_regression=False,
+        metrics=("accuracy",), main_metric="accuracy", dev_splits=("dev",), test_splits=(),
+        tsv_label_format="index",
+        tsv_layouts=_layouts(("sentence",), "label", None, test_stems=()),
+    ),
 )
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}

@@ -70,8 +70,8 @@ def rationale_inputs(batch: Batch, rationale: Tensor, keep: bool = True, pad_tok
     old = word_ids.gather(1, pos).masked_fill(~valid, -1)
     n_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
     present = torch.zeros(old.shape[0], max(n_words, 1), dtype=torch.long, device=old.device)
-    present.scatter_(1, old.clamp(min=0), (old >= 0).long())
-    dense = present.cumsum(1) - 1
+    present.scatter_add_(1, old.clamp(min=0), (old >= 0).long())  # add: specials also hit column 0
+    dense = (present > 0).long().cumsum(1) - 1
     out["word_ids"] = torch.where(old >= 0, dense.gather(1, old.clamp(min=0)), old)
     out["orig_positions"] = torch.where(valid, pos, torch.full_like(pos, -1))
     return out

@@ -31,11 +31,18 @@ class LossTerm:
     """A weighted loss term. Subclasses say which outputs they need so the loop computes no more than that."""
 
     name = "term"
-    needs_teacher = False
+    needs_teacher = False  # reads the teacher's logits (cached or live)
+    needs_teacher_model = False  # runs the live teacher itself (e.g. AD-KD's online integrated gradients)
     needs_hidden = False
+    cache_family: str | None = None  # the teacher-cache entry the term reads (see egkd.cache)
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, every: int = 1) -> None:
         self.weight = float(weight)
+        self.every = max(1, int(every))
+
+    def active(self, step: int) -> bool:
+        """Terms can run on every ``every``-th step only, trading their cost against their effect."""
+        return step % self.every == 0
 
     def __call__(self, out: StepOutputs) -> Tensor:
         raise NotImplementedError
@@ -79,7 +86,9 @@ class KDLoss(LossTerm):
         return kd_loss(out.student_logits, out.teacher_logits, self.temperature)
 
 
-def pkd_loss(student_hidden: tuple[Tensor, ...], teacher_hidden: tuple[Tensor, ...], layer_map: dict[int, int]) -> Tensor:
+def pkd_loss(
+    student_hidden: tuple[Tensor, ...], teacher_hidden: tuple[Tensor, ...], layer_map: dict[int, int]
+) -> Tensor:
     """Patient KD (Sun et al. 2019): MSE between L2-normalised [CLS] states of mapped layers.
 
     ``hidden[0]`` is the embedding output, so encoder layer i is ``hidden[i + 1]``. Summed over the mapped
@@ -121,8 +130,9 @@ def total_loss(terms: list[LossTerm], out: StepOutputs) -> tuple[Tensor, dict[st
     """Weighted sum of the terms and each term's unweighted value (for the logs)."""
     parts = {}
     loss = out.student_logits.new_zeros((), dtype=torch.float32)
+    step = out.extras.get("step", 0)
     for term in terms:
-        if term.weight == 0.0:
+        if term.weight == 0.0 or not term.active(step):
             continue
         value = term(out)
         parts[term.name] = float(value.detach())

@@ -36,6 +36,7 @@ from egkd.data.tasks import TaskSpec
 from egkd.data.tokenize import Collator, LengthGroupedBatchSampler
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import predictions_from_logits, task_metrics
+from egkd.explain.student import student_gradient_map
 from egkd.losses.terms import LossTerm, StepOutputs, total_loss
 from egkd.reports.console import Bar, console
 from egkd.training.checkpoint import load_checkpoint, save_checkpoint
@@ -133,6 +134,7 @@ def train(
     teacher: PreTrainedModel | None = None,
     accelerator: Accelerator | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    caches: dict | None = None,
 ) -> tuple[PreTrainedModel, TrainResult]:
     """Train ``model`` with ``terms``; return the best model (by the task's main dev metric) and a summary."""
     accelerator = accelerator or make_accelerator(cfg, out_dir)
@@ -140,9 +142,10 @@ def train(
     main = accelerator.is_main_process
     need_teacher = any(t.needs_teacher and t.weight for t in terms)
     need_hidden = any(t.needs_hidden and t.weight for t in terms)
-    if need_teacher and teacher is None:
+    caches = caches or {}
+    if need_teacher and teacher is None and not caches:
         raise EgkdError("this method needs a teacher: pass --teacher")
-    live_teacher = Teacher(teacher, accelerator.device) if need_teacher else None
+    live_teacher = Teacher(teacher, accelerator.device) if need_teacher and teacher is not None else None
 
     train_dl, dev_dl = get_dataloaders(train_ds, dev_ds, tokenizer, task, cfg)
     updates_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum_steps)
@@ -205,10 +208,11 @@ def train(
     while state["step"] < total_updates and state["epoch"] < n_epochs:
         epoch_start = time.perf_counter()
         train_dl.set_epoch(state["epoch"])
-        batches = accelerator.skip_first_batches(train_dl, state["batch_in_epoch"]) if state["batch_in_epoch"] else train_dl
+        skip = state["batch_in_epoch"]
+        batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
         for batch in batches:
             with accelerator.accumulate(model):
-                out = forward(model, batch, live_teacher, need_teacher, need_hidden)
+                out = forward(model, batch, terms, live_teacher, caches, need_hidden, state["step"])
                 loss, parts = total_loss(terms, out)
                 if not torch.isfinite(loss):
                     raise EgkdError(
@@ -259,12 +263,58 @@ def train(
     return best, result
 
 
-def forward(model, batch, teacher: Teacher | None, need_teacher: bool, need_hidden: bool) -> StepOutputs:
-    """One student forward (and teacher forward if needed) into the outputs the loss terms read."""
-    s = model(**model_inputs(model, batch), output_hidden_states=need_hidden)
-    out = StepOutputs(batch=batch, student_logits=s.logits, student_hidden=s.hidden_states if need_hidden else None)
-    if need_teacher and teacher is not None:
-        t = teacher(batch, hidden=need_hidden)
-        out.teacher_logits = t.logits
-        out.teacher_hidden = t.hidden_states if need_hidden else None
+def forward(model, batch, terms: list[LossTerm], teacher: Teacher | None, caches: dict, need_hidden: bool,
+            step: int) -> StepOutputs:
+    """One student forward, shaped by the terms, into the outputs the loss terms read.
+
+    * cached teacher rows (logits, maps, occluded outputs, rationales) are looked up by the batch's ``idx``;
+    * terms with ``augment`` (perturbation) append their occluded copies to the *same* batched forward;
+    * a term with ``student_map`` (gradient) gets the student's gradient x input map on the first rows of the
+      batch from a forward through the embeddings with ``create_graph=True``; the other rows take the plain path.
+    """
+    active = [t for t in terms if t.weight and t.active(step)]
+    cached = {fam: c.rows(batch, tuple(c.tensors)) for fam, c in caches.items()}
+    extras: dict[str, Any] = {"cached": cached, "model": model, "aug_logits": {}, "step": step}
+    augmenting = [t for t in active if hasattr(t, "augment")]
+    copies = [(t, t.augment(batch, cached)) for t in augmenting]
+    map_term = next((t for t in active if getattr(t, "student_map", False)), None)
+    clean = model_inputs(model, batch)
+    b = batch["input_ids"].shape[0]
+    rows = {k: torch.cat([v, *(c[k] for _, c in copies)]) for k, v in clean.items()} if copies else clean
+    hidden = None
+    if map_term is not None:
+        if need_hidden:
+            raise EgkdError("the gradient family cannot be combined with PKD hidden-state matching")
+        n = map_term.rows(b)
+        sub = {k: v[:n] for k, v in batch.items()}
+        target = cached[map_term.cache_family]["target"][:n]
+        logits_map, extras["student_map"] = student_gradient_map(_unwrap(model), sub, target)
+        rest = {k: v[n:] for k, v in rows.items()}
+        parts = [logits_map]
+        if rest["input_ids"].shape[0]:
+            parts.append(model(**rest).logits)
+        logits = torch.cat(parts)
+    else:
+        s = model(**rows, output_hidden_states=need_hidden)
+        logits = s.logits
+        if need_hidden:
+            hidden = tuple(h[:b] for h in s.hidden_states)
+    start = b
+    for t, c in copies:
+        n_rows = c["input_ids"].shape[0]
+        extras["aug_logits"][t.name] = logits[start:start + n_rows]
+        start += n_rows
+    out = StepOutputs(batch=batch, student_logits=logits[:b], student_hidden=hidden, extras=extras)
+    if caches:
+        out.teacher_logits = next(iter(cached.values()))["logits"]
+    if teacher is not None and (need_hidden or not caches or any(t.needs_teacher_model for t in active)):
+        t_out = teacher(batch, hidden=need_hidden)
+        out.teacher_logits = t_out.logits
+        out.teacher_hidden = t_out.hidden_states if need_hidden else None
+        extras["teacher_model"] = teacher.model
     return out
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model: double backprop goes around DDP, which does not support it (refused upstream)."""
+    return getattr(model, "module", model)

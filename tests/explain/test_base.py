@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_batch
 
 from egkd.errors import EgkdError
 from egkd.explain.base import (
@@ -16,6 +15,8 @@ from egkd.explain.base import (
     to_words,
     unit_mask,
 )
+
+from .conftest import make_batch
 
 
 def test_unit_mask_excludes_specials_and_padding(batch):

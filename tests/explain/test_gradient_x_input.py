@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from conftest import LinearToy, finite_difference_input_gradient
 
 from egkd.explain.base import embed, unit_mask
 from egkd.explain.gradient_x_input import GradientXInput
+
+from .conftest import LinearToy, finite_difference_input_gradient
 
 
 def test_gxi_matches_finite_differences(model, batch):

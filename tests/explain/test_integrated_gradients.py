@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
-from conftest import MASK, PAD
 
 from egkd.errors import EgkdError
 from egkd.explain.base import embed, forward_from_embeddings, select_target, unit_mask
 from egkd.explain.integrated_gradients import IntegratedGradients, path_points
+
+from .conftest import MASK, PAD
 
 
 def _embedding_fn(model, batch, target):

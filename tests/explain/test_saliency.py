@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from conftest import LinearToy, finite_difference_input_gradient
 
 from egkd.explain.base import unit_mask
 from egkd.explain.saliency import Saliency
+
+from .conftest import LinearToy, finite_difference_input_gradient
 
 
 def test_saliency_matches_finite_differences(model, batch):

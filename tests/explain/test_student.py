@@ -1,0 +1,83 @@
+"""student_gradient_map: one forward, double backprop into the parameters, eager and sdpa."""
+
+from __future__ import annotations
+
+import torch
+
+from egkd.explain.align import alignment_loss
+from egkd.explain.base import unit_mask
+from egkd.explain.gradient_x_input import GradientXInput
+from egkd.explain.student import student_gradient_map
+
+from .conftest import make_model
+
+TEACHER_MAP_SEED = 7
+
+
+def _teacher_map(batch):
+    gen = torch.Generator().manual_seed(TEACHER_MAP_SEED)
+    return torch.randn(batch["input_ids"].shape, generator=gen, dtype=torch.float64)
+
+
+def test_logits_and_map_match_the_plain_forward_and_gxi(model, batch):
+    target = torch.tensor([1, 0, 1])
+    logits, gmap = student_gradient_map(model, batch, target)
+    plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch["token_type_ids"]).logits
+    torch.testing.assert_close(logits, plain)
+    torch.testing.assert_close(gmap.detach(), GradientXInput().attribute(model, batch, target))
+    assert (gmap[~unit_mask(batch)] == 0).all()
+    assert gmap.requires_grad and logits.requires_grad
+
+
+def test_alignment_loss_reaches_every_layer(model, batch):
+    _, gmap = student_gradient_map(model, batch, torch.tensor([1, 0, 1]))
+    alignment_loss(gmap, _teacher_map(batch), unit_mask(batch)).backward()
+    named = dict(model.named_parameters())
+    for name in [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "bert.encoder.layer.1.intermediate.dense.weight",
+        "classifier.weight",
+    ]:
+        assert named[name].grad is not None and named[name].grad.abs().max() > 0, name
+
+
+def test_double_backprop_matches_finite_differences(model, batch):
+    target = torch.tensor([1, 0, 1])
+    teacher = _teacher_map(batch)
+    mask = unit_mask(batch)
+    param = model.bert.encoder.layer[0].attention.self.query.weight
+
+    def loss():
+        return alignment_loss(student_gradient_map(model, batch, target)[1], teacher, mask)
+
+    (grad,) = torch.autograd.grad(loss(), param)
+    eps = 1e-6
+    for row, col in [(0, 0), (3, 7), (11, 2)]:
+        with torch.no_grad():
+            orig = param[row, col].item()
+            param[row, col] = orig + eps
+            up = loss().item()
+            param[row, col] = orig - eps
+            down = loss().item()
+            param[row, col] = orig
+        numeric = (up - down) / (2 * eps)
+        assert abs(grad[row, col].item()) > 1e-6
+        assert abs(grad[row, col].item() - numeric) <= 1e-6 * abs(numeric) + 1e-9, (row, col)
+
+
+def test_works_with_sdpa_attention_and_agrees_with_eager(batch):
+    eager, sdpa = make_model(attn="eager"), make_model(attn="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    target = torch.tensor([0, 0, 1])
+    _, map_e = student_gradient_map(eager, batch, target)
+    _, map_s = student_gradient_map(sdpa, batch, target)
+    alignment_loss(map_s, _teacher_map(batch), unit_mask(batch)).backward()  # fails without MATH
+    torch.testing.assert_close(map_s, map_e, rtol=1e-8, atol=1e-10)
+    assert sdpa.classifier.weight.grad is not None
+
+
+def test_without_create_graph_the_map_is_detached(model, batch):
+    _, gmap = student_gradient_map(model, batch, create_graph=False)
+    assert not gmap.requires_grad
