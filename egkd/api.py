@@ -31,13 +31,14 @@ from egkd.data.tasks import TaskSpec, get_task
 from egkd.data.tokenize import Collator, tokenize_split
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import fidelity, predictions_from_logits, task_metrics
+from egkd.explain.base import model_inputs
 from egkd.losses.explanation import ADKDAttribution, GradientAlignment, PerturbationMatching, SelectionConsistency
 from egkd.losses.terms import GoldLoss, KDLoss, LossTerm, PKDLoss, parse_layer_map
 from egkd.models.students import Built, build_student, count_parameters, load_classifier, uniform_layers
 from egkd.paths import cache_root
 from egkd.reports.card import write_model_card
 from egkd.reports.console import console
-from egkd.training.loop import model_inputs, predict_logits, train
+from egkd.training.loop import predict_logits, train
 from egkd.training.trackers import make_accelerator
 
 METHODS = ("ft", "kd", "pkd", "egkd", "adkd")
@@ -251,10 +252,10 @@ def throughput(model: torch.nn.Module, dl: DataLoader, max_batches: int = 20) ->
     model.eval()
     batches = [b for _, b in zip(range(max_batches + 1), dl, strict=False)]
     with torch.inference_mode():
-        model(**model_inputs(model, batches[0]))
+        model(**model_inputs(batches[0], model))
         start, n = time.perf_counter(), 0
         for b in batches[1:] or batches:
-            model(**model_inputs(model, b))
+            model(**model_inputs(b, model))
             n += len(b["input_ids"])
         return n / max(time.perf_counter() - start, 1e-9)
 

@@ -112,7 +112,7 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
                    max_len: int) -> dict[str, Tensor]:
     """The cache rows of one batch (padded to ``max_len`` along tokens)."""
     with torch.no_grad():
-        logits = teacher(**model_inputs(batch)).logits.float()
+        logits = teacher(**model_inputs(batch, teacher)).logits.float()
     target = resolve_target(spec.target, logits, batch.get("labels"))
     b, length = batch["input_ids"].shape
     out: dict[str, Tensor] = {"logits": logits, "target": target, "idx": batch["idx"]}
@@ -127,8 +127,9 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
         out["map"] = pad(get_explainer(spec.explainer).attribute(teacher, batch, target).float())
     elif spec.family == "perturbation":
         occ = Occlusion(mode="mask", mask_token_id=mask_id)
-        occluded = occ.occluded_outputs(teacher, batch).float()  # [B, U, C], U <= L
-        out["map"] = pad(occ.attribute(teacher, batch, target).float())
+        scores, occluded = occ.attribute_with_outputs(teacher, batch, target)  # [B, L], [B, U, C], U <= L
+        occluded = occluded.float()
+        out["map"] = pad(scores.float())
         full = occluded.new_zeros(b, max_len, occluded.shape[-1])
         full[:, : occluded.shape[1]] = occluded
         out["occluded"] = full
@@ -140,7 +141,7 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
         for name, keep in (("on_rationale", True), ("on_complement", False)):
             r_in = rationale_inputs(batch, rationale, keep=keep, pad_token_id=pad_id)
             with torch.no_grad():
-                lg = teacher(**model_inputs(r_in)).logits.float()
+                lg = teacher(**model_inputs(r_in, teacher)).logits.float()
             probs[name] = lg
         out.update(probs)
     return out

@@ -173,6 +173,32 @@ def demo(
     run_demo(out=out, data_dir=data_dir, train_examples=train_examples, overwrite=overwrite)
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("cost")
+def bench_cost(
+    teacher: Annotated[str, typer.Option(help="teacher run folder (or a model: cost does not depend on weights)")]
+    = "sentence-transformers/all-MiniLM-L6-v2",
+    student: Annotated[str, typer.Option(help=HELP["student"])] = "layers:1,3,5",
+    task: Annotated[str, typer.Option(help=HELP["task"])] = "sst2",
+    methods: Annotated[str, typer.Option(help="comma-separated; default all")] = "",
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = 32,
+    max_seq_length: Annotated[int, typer.Option(help="tokens per example (every batch is exactly this long)")] = 32,
+    steps: Annotated[int, typer.Option(help="timed steps per method")] = 10,
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for cost.md/.csv/.json")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+) -> None:
+    """Time training steps of every method on the same batches; print each as a ratio to vanilla KD."""
+    from egkd.bench.cost import bench_cost as run
+
+    run(teacher, student=student, task=task, methods=[m for m in methods.split(",") if m] or None,
+        batch_size=batch_size, max_seq_length=max_seq_length, steps=steps, data_dir=data_dir, out=out,
+        threads=threads)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:

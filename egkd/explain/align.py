@@ -42,8 +42,10 @@ def alignment_loss(
     if kind not in KINDS:
         raise EgkdError(f"unknown alignment loss {kind!r}; use one of {', '.join(KINDS)}")
     mask = mask.bool()
-    s = normalize(student_map, mask)
-    t = normalize(teacher_map.detach().to(s.dtype), mask)
+    # At least float32: under fp16 autocast the squared norms can overflow and -1e9 becomes -inf.
+    dtype = torch.promote_types(student_map.dtype, torch.float32)
+    s = normalize(student_map.to(dtype), mask)
+    t = normalize(teacher_map.detach().to(dtype), mask)
     if kind == "mse":
         return (s - t).pow(2).sum(-1).mean()
     if kind == "cosine":

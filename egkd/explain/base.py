@@ -18,6 +18,7 @@ Models are Hugging Face sequence classifiers whose output has ``.logits`` of sha
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 
 import torch
@@ -85,7 +86,7 @@ def forward_from_embeddings(model: nn.Module, batch: Batch, inputs_embeds: Tenso
     n = inputs_embeds.shape[0]
     kwargs: dict[str, Tensor] = {"inputs_embeds": inputs_embeds}
     for key in ("attention_mask", "token_type_ids"):
-        if key in batch and batch[key] is not None:
+        if key in batch and batch[key] is not None and key in accepted_inputs(model):
             value = batch[key]
             if value.shape[0] != n:
                 value = value.repeat(n // value.shape[0], 1)
@@ -146,7 +147,7 @@ def normalize(attr_map: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
     so they are compared after normalization. The norm is clamped *before* the square root, so the
     backward of an all-zero row is 0 instead of NaN, which matters under double backprop.
     """
-    masked = torch.where(mask, attr_map, torch.zeros_like(attr_map))
+    masked = torch.where(mask.bool(), attr_map, torch.zeros_like(attr_map))
     sq = masked.pow(2).sum(-1, keepdim=True)
     return masked / sq.clamp_min(eps * eps).sqrt()
 
@@ -175,10 +176,36 @@ def gradient_wrt_embeddings(
 def predicted_target(model: nn.Module, batch: Batch) -> Tensor:
     """The model's predicted class on the clean input (one extra no-grad forward)."""
     with torch.no_grad():
-        logits = model(**model_inputs(batch)).logits
+        logits = model(**model_inputs(batch, model)).logits
     return resolve_target("pred", logits)
 
 
-def model_inputs(batch: Batch) -> dict[str, Tensor]:
-    """Only the keys a Hugging Face classifier accepts (``labels`` would make it compute a loss)."""
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def accepted_inputs(model: nn.Module) -> tuple[str, ...]:
+    """Which of ``input_ids``/``attention_mask``/``token_type_ids`` the model's forward names.
+
+    DistilBERT-like models take no ``token_type_ids``, and Hugging Face forwards swallow unknown keys
+    into ``**kwargs``, so only explicitly named parameters count. Cached on the (unwrapped) module,
+    under the same attribute name as the training loop's copy of this check.
+    """
+    base = getattr(model, "module", model)
+    accepted = getattr(base, "_egkd_inputs", None)
+    if accepted is None:
+        params = inspect.signature(base.forward).parameters
+        accepted = tuple(k for k in MODEL_INPUTS if k in params)
+        try:
+            base._egkd_inputs = accepted
+        except AttributeError:  # a module that refuses new attributes: just recompute next time
+            pass
+    return accepted
+
+
+def model_inputs(batch: Batch, model: nn.Module | None = None) -> dict[str, Tensor]:
+    """The model-input keys of a batch (``labels`` would make a Hugging Face model compute a loss).
+
+    With ``model`` given, only the keys its forward accepts (see :func:`accepted_inputs`).
+    """
+    keys = MODEL_INPUTS if model is None else accepted_inputs(model)
+    return {k: batch[k] for k in keys if k in batch}

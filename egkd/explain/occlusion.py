@@ -87,6 +87,16 @@ class Occlusion(Explainer):
         return self._clean_and_occluded(model, batch, units or self.units)[1]
 
     def attribute(self, model: nn.Module, batch: Batch, target: Tensor | None = None) -> Tensor:
+        return self.attribute_with_outputs(model, batch, target)[0]
+
+    def attribute_with_outputs(
+        self, model: nn.Module, batch: Batch, target: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(scores [B, L], occluded_outputs [B, U, C])`` from one pass over the occluded copies.
+
+        The teacher cache of the perturbation family needs both; calling :meth:`attribute` and
+        :meth:`occluded_outputs` separately would run every copy twice.
+        """
         index, _ = unit_index(batch, self.units)
         clean, occluded = self._clean_and_occluded(model, batch, self.units)  # [B, C], [B, U, C]
         if clean.shape[-1] == 1:
@@ -94,7 +104,7 @@ class Occlusion(Explainer):
         else:
             col = clean.argmax(-1) if target is None else target.long().to(clean.device)
         if occluded.shape[1] == 0:
-            return torch.zeros(index.shape, dtype=clean.dtype, device=clean.device)
+            return torch.zeros(index.shape, dtype=clean.dtype, device=clean.device), occluded
         p_clean = clean.gather(1, col.view(-1, 1))  # [B, 1]
         p_occ = occluded.gather(2, col.view(-1, 1, 1).expand(-1, occluded.shape[1], 1)).squeeze(2)
         unit_scores = p_clean - p_occ  # [B, U]
@@ -104,13 +114,13 @@ class Occlusion(Explainer):
         if self.units == "word":
             sizes = torch.zeros_like(unit_scores).scatter_add(1, safe, valid.to(unit_scores.dtype))
             per_token = per_token / sizes.gather(1, safe).clamp_min(1)
-        return torch.where(valid, per_token, torch.zeros_like(per_token))
+        return torch.where(valid, per_token, torch.zeros_like(per_token)), occluded
 
     def _clean_and_occluded(self, model: nn.Module, batch: Batch, units: str) -> tuple[Tensor, Tensor]:
         """Clean outputs ``[B, C]`` and outputs of all occluded copies ``[B, U, C]``."""
         index, counts = unit_index(batch, units)
         u_max = int(counts.max().item()) if counts.numel() else 0
-        clean = self._outputs(model, model_inputs(batch))
+        clean = self._outputs(model, model_inputs(batch, model))
         out = clean.unsqueeze(1).repeat(1, u_max, 1)
         slots = torch.arange(u_max, device=index.device).unsqueeze(0) < counts.unsqueeze(1)
         ex, unit = slots.nonzero(as_tuple=True)  # one occluded copy per (example, unit) pair
@@ -121,7 +131,7 @@ class Occlusion(Explainer):
         for start in range(0, ex.numel(), self.chunk_size):
             e, u = ex[start : start + self.chunk_size], unit[start : start + self.chunk_size]
             hit = index[e] == u.unsqueeze(1)  # [n, L]: the tokens of unit u in the copy of example e
-            inputs = {k: v[e] for k, v in model_inputs(batch).items()}
+            inputs = {k: v[e] for k, v in model_inputs(batch, model).items()}
             if mask_id is not None:
                 inputs["input_ids"] = inputs["input_ids"].masked_fill(hit, mask_id)
             else:

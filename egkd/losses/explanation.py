@@ -130,12 +130,12 @@ class SelectionConsistency(LossTerm):
         model = out.extras["model"]
         rationale = cached["rationale"].bool() & unit_mask(out.batch)
         short = rationale_inputs(out.batch, rationale, keep=True, pad_token_id=self.pad_token_id)
-        suff = model(**model_inputs(short)).logits
+        suff = model(**model_inputs(short, model)).logits
         teacher_full = cached["logits"]
         loss = kd_loss(suff, teacher_full, self.temperature) if suff.shape[-1] > 1 else F.mse_loss(suff, teacher_full)
         if self.comp_weight:
             comp_in = rationale_inputs(out.batch, rationale, keep=False, pad_token_id=self.pad_token_id)
-            comp = model(**model_inputs(comp_in)).logits
+            comp = model(**model_inputs(comp_in, model)).logits
             teacher_comp = cached["on_complement"]
             if comp.shape[-1] > 1:
                 loss = loss + self.comp_weight * kd_loss(comp, teacher_comp, self.temperature)

@@ -36,26 +36,12 @@ from egkd.data.tasks import TaskSpec
 from egkd.data.tokenize import Collator, LengthGroupedBatchSampler
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import predictions_from_logits, task_metrics
+from egkd.explain.base import model_inputs
 from egkd.explain.student import student_gradient_map
 from egkd.losses.terms import LossTerm, StepOutputs, total_loss
 from egkd.reports.console import Bar, console
 from egkd.training.checkpoint import load_checkpoint, save_checkpoint
 from egkd.training.trackers import make_accelerator
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch entries this model's forward accepts (e.g. DistilBERT takes no token_type_ids)."""
-    base = getattr(model, "module", model)
-    accepted = getattr(base, "_egkd_inputs", None)
-    if accepted is None:
-        import inspect
-
-        params = inspect.signature(base.forward).parameters
-        accepted = tuple(k for k in MODEL_INPUTS if k in params)
-        base._egkd_inputs = accepted
-    return {k: batch[k] for k in accepted if k in batch}
 
 
 @dataclass
@@ -99,7 +85,7 @@ def predict_logits(model: torch.nn.Module, dl: DataLoader, accelerator: Accelera
     bar = Bar(desc, total=len(dl), enabled=show and (accelerator is None or accelerator.is_main_process))
     for batch in dl:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**model_inputs(model, batch)).logits.float()
+        logits = model(**model_inputs(batch, model)).logits.float()
         if accelerator is not None:
             logits = accelerator.gather_for_metrics(logits)
         chunks.append(logits.cpu())
@@ -119,7 +105,7 @@ class Teacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor], hidden: bool = False):
-        return self.model(**model_inputs(self.model, batch), output_hidden_states=hidden)
+        return self.model(**model_inputs(batch, self.model), output_hidden_states=hidden)
 
 
 def train(
@@ -278,7 +264,7 @@ def forward(model, batch, terms: list[LossTerm], teacher: Teacher | None, caches
     augmenting = [t for t in active if hasattr(t, "augment")]
     copies = [(t, t.augment(batch, cached)) for t in augmenting]
     map_term = next((t for t in active if getattr(t, "student_map", False)), None)
-    clean = model_inputs(model, batch)
+    clean = model_inputs(batch, model)
     b = batch["input_ids"].shape[0]
     rows = {k: torch.cat([v, *(c[k] for _, c in copies)]) for k, v in clean.items()} if copies else clean
     hidden = None

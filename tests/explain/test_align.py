@@ -68,3 +68,11 @@ def test_gradients_are_finite_with_empty_rows():
 def test_unknown_kind():
     with pytest.raises(EgkdError, match="mse"):
         alignment_loss(S, T, M, kind="l1")
+
+
+def test_half_precision_maps_are_handled_in_float32():
+    for kind in ["mse", "cosine", "kl", "topk"]:
+        ref = alignment_loss(S, T, M, kind=kind)
+        half = alignment_loss((S * 1000).half(), T.half(), M, kind=kind)
+        assert half.dtype == torch.float32 and torch.isfinite(half)
+        assert half.item() == pytest.approx(ref.item(), rel=1e-3, abs=1e-3)

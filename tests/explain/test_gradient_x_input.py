@@ -37,3 +37,13 @@ def test_gxi_regression_explains_column_zero(regression_model, batch):
     with torch.no_grad():
         expected = (grad * embed(regression_model, batch)).sum(-1) * unit_mask(batch)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_distilbert_student_without_token_type_ids(batch):
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig
+
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=32)
+    distil = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="eager").double().eval()
+    got = GradientXInput().attribute(distil, batch)
+    assert got.shape == batch["input_ids"].shape and (got[unit_mask(batch)] != 0).any()

@@ -90,8 +90,9 @@ def test_baselines_keep_specials_and_replace_units(model, batch):
 def test_regression_and_default_target(regression_model, model, batch):
     attr = IntegratedGradients(steps=4).attribute(regression_model, batch)
     assert attr.shape == batch["input_ids"].shape
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   token_type_ids=batch["token_type_ids"]).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    ).logits
     ig = IntegratedGradients(steps=4)
     torch.testing.assert_close(ig.attribute(model, batch), ig.attribute(model, batch, logits.argmax(-1)))
 

@@ -123,3 +123,26 @@ def test_unit_index_and_errors(batch, model):
         Occlusion(mode="blank")
     with pytest.raises(EgkdError, match="mask_token_id"):
         Occlusion().attribute(model, batch)  # BertConfig has no mask_token_id
+
+
+def test_attribute_with_outputs_is_both_in_one_pass(model, batch):
+    occ = Occlusion(mask_token_id=MASK, units="word")
+    target = torch.tensor([0, 1, 0])
+    scores, outs = occ.attribute_with_outputs(model, batch, target)
+    torch.testing.assert_close(scores, occ.attribute(model, batch, target))
+    torch.testing.assert_close(outs, occ.occluded_outputs(model, batch))
+
+
+def test_models_without_token_type_ids_are_fed_without_them(batch):
+    """DistilBERT-like forwards name no token_type_ids; passing them anyway would break or be ignored."""
+    seen = []
+
+    class NoTypes(torch.nn.Module):
+        config = None
+
+        def forward(self, input_ids, attention_mask=None, **kwargs):
+            seen.append(sorted(kwargs))
+            return type("Out", (), {"logits": torch.zeros(input_ids.shape[0], 2)})()
+
+    Occlusion(mask_token_id=MASK).attribute(NoTypes(), batch)
+    assert seen and all(keys == [] for keys in seen)

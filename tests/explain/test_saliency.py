@@ -30,8 +30,9 @@ def test_saliency_closed_form_on_linear_model(batch):
 
 
 def test_saliency_default_target_is_prediction(model, batch):
-    pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 token_type_ids=batch["token_type_ids"]).logits.argmax(-1)
+    pred = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    ).logits.argmax(-1)
     torch.testing.assert_close(Saliency().attribute(model, batch), Saliency().attribute(model, batch, pred))
 
 

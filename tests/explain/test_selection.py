@@ -51,8 +51,9 @@ def test_rationale_inputs_are_short_and_renumbered(batch):
 def test_rationale_inputs_run_through_a_model(model, batch):
     rationale = top_r_rationale(torch.rand(batch["input_ids"].shape), unit_mask(batch), 0.2)
     short = rationale_inputs(batch, rationale)
-    logits = model(input_ids=short["input_ids"], attention_mask=short["attention_mask"],
-                   token_type_ids=short["token_type_ids"]).logits
+    logits = model(
+        input_ids=short["input_ids"], attention_mask=short["attention_mask"], token_type_ids=short["token_type_ids"]
+    ).logits
     assert logits.shape == (3, 2)
     assert short["input_ids"].shape[1] < batch["input_ids"].shape[1]
 

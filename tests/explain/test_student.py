@@ -22,8 +22,9 @@ def _teacher_map(batch):
 def test_logits_and_map_match_the_plain_forward_and_gxi(model, batch):
     target = torch.tensor([1, 0, 1])
     logits, gmap = student_gradient_map(model, batch, target)
-    plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  token_type_ids=batch["token_type_ids"]).logits
+    plain = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    ).logits
     torch.testing.assert_close(logits, plain)
     torch.testing.assert_close(gmap.detach(), GradientXInput().attribute(model, batch, target))
     assert (gmap[~unit_mask(batch)] == 0).all()
