@@ -39,7 +39,7 @@ from egkd.paths import cache_root
 from egkd.reports.card import write_model_card
 from egkd.reports.console import console
 from egkd.training.loop import predict_logits, train
-from egkd.training.trackers import make_accelerator
+from egkd.training.trackers import make_accelerator, process_state
 
 METHODS = ("ft", "kd", "pkd", "egkd", "adkd")
 FAMILIES = ("gradient", "perturbation", "selection")
@@ -52,7 +52,7 @@ def prepare_out_dir(out: str | None, overwrite: bool, resume: bool) -> Path:
     if not out:
         raise EgkdError("no output folder given: pass --out DIR")
     path = Path(out)
-    state = PartialState()
+    state = process_state()
     holds_run = path.is_dir() and any(path.iterdir())
     if holds_run and not (overwrite or resume):
         raise EgkdError(
@@ -182,7 +182,9 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
         raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     out_dir = prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
     state = PartialState()
-    if state.is_main_process:
+    # a resumed run keeps its config.yaml until its checkpoint has accepted the settings (a refused resume
+    # must not leave settings behind that the next plain --resume would pick up)
+    if state.is_main_process and not (cfg.resume and (out_dir / "config.yaml").is_file()):
         cfg.save(out_dir / "config.yaml")
 
     teacher = None
@@ -214,6 +216,7 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
                           on_checkpoint=crash_hook(), caches=caches)
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
+        cfg.save(out_dir / "config.yaml")
         model.save_pretrained(out_dir)
         built.tokenizer.save_pretrained(out_dir)
         shutil.rmtree(out_dir / "best", ignore_errors=True)
@@ -262,7 +265,8 @@ def throughput(model: torch.nn.Module, dl: DataLoader, max_batches: int = 20) ->
 
 def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None = None, split: str | None = None,
              teacher: str | None = None, extra: dict[str, Any] | None = None, show: bool = True,
-             max_examples: int | None = None) -> dict[str, Any]:
+             max_examples: int | None = None, explanations: bool = False, explainer: str = "gxi",
+             rationale_file: str | None = None, max_explain_examples: int | None = None) -> dict[str, Any]:
     """Score a run folder (or any model folder) on a labelled split and write ``metrics.json`` there.
 
     Reports the task's GLUE metrics, and, when the run has a teacher, fidelity to it, both models' parameter
@@ -305,6 +309,11 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
         metrics["speedup"] = metrics["throughput"] / metrics["teacher"]["throughput"]
         for r, tp in zip(records, t_preds, strict=True):
             r["teacher_prediction"] = float(tp) if spec.is_regression else int(tp)
+        if explanations:
+            metrics["explanations"] = explanation_metrics(built, t, ds, spec, explainer, rationale_file,
+                                                          max_explain_examples, show)
+    elif explanations:
+        raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
     if extra:
         metrics.update(extra)
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -315,6 +324,24 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
 
         console.print(metrics_table({run.name: metrics}, spec))
     return metrics
+
+
+def explanation_metrics(student: Built, teacher: Built, ds, spec: TaskSpec, explainer: str,
+                        rationale_file: str | None, max_examples: int | None, show: bool) -> dict[str, Any]:
+    """Consistency, faithfulness (and plausibility with rationales), means only; per-example values are
+    summarised by their mean so metrics.json stays small."""
+    from egkd.evaluation.explanations import explanation_report, to_jsonable
+
+    report = explanation_report(student.model, teacher.model, ds, Collator(student.tokenizer, spec.is_regression),
+                                explainer, max_examples, rationale_file, tokenizer=student.tokenizer,
+                                teacher_tokenizer=teacher.tokenizer, show=show)
+
+    def strip(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if not k.endswith("per_example")}
+        return d
+
+    return to_jsonable(strip(report))
 
 
 # --------------------------------------------------------------------------------------------------- predict
@@ -352,3 +379,46 @@ def predict(run_dir: str | Path, task: str | None = None, split: str = "test", d
             f.write(f"{i}\t{value}\n")
     console.print(f"wrote {len(preds)} predictions to {out_path}")
     return out_path
+
+
+# ------------------------------------------------------------------------------------------- cache, explain
+def cache(task: str, teacher: str, explainer: str = "gradient:gxi", data_dir: str | None = None,
+          split: str = "train", max_seq_length: int = 128, max_examples: int | None = None,
+          target: str = "pred", rationale_budget: float = 0.2, batch_size: int = 64) -> Path:
+    """Precompute one teacher-cache entry explicitly (``distill`` builds missing ones itself).
+
+    ``explainer`` is ``family[:method]``: ``gradient:gxi``, ``gradient:ig``, ``gradient:saliency``,
+    ``perturbation``, ``selection[:gxi]`` or ``logits``.
+    """
+    from egkd.cache import FAMILIES as CACHE_FAMILIES
+
+    spec = get_task(task)
+    family, _, method = explainer.partition(":")
+    if family not in CACHE_FAMILIES:
+        raise EgkdError(f"unknown cache family {family!r}; use one of {', '.join(CACHE_FAMILIES)}")
+    t = load_classifier(teacher, spec, expect_head=True)
+    cfg = RunConfig(task=spec.name, data_dir=data_dir, max_seq_length=max_seq_length)
+    ds = load_tokenized(spec, split, t.tokenizer, cfg, max_examples)
+    cspec = CacheSpec(family, explainer=method or "gxi", target=target, budget=rationale_budget)
+    return build_teacher_cache(t.model, t.tokenizer, ds, cspec, max_seq_length, batch_size=batch_size).path
+
+
+def explain(runs: list[str | Path], task: str | None = None, out: str | Path = "views", n: int = 20,
+            data_dir: str | None = None, split: str | None = None, explainer: str = "gxi") -> Path:
+    """Write the side-by-side explanation page of a teacher (first run) and its students."""
+    from egkd.reports.views import write_explanation_page
+
+    if not runs:
+        raise EgkdError("give the teacher's run folder first, then one or more students")
+    first = read_run_config(Path(runs[0])) or RunConfig()
+    spec = get_task(task or first.task)
+    models, tokenizer = {}, None
+    for r in runs:
+        built = load_classifier(str(r), spec, expect_head=True)
+        models[Path(r).name] = built.model.eval()
+        tokenizer = tokenizer or built.tokenizer
+    examples = load_split(spec, split or spec.dev_splits[0], data_dir or first.data_dir, n)
+    page = write_explanation_page(out, spec, list(examples), models, tokenizer, explainer_spec=explainer,
+                                  max_seq_length=first.max_seq_length)
+    console.print(f"wrote {page}")
+    return page

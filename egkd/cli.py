@@ -137,12 +137,26 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="labelled split to score [default: dev]")] = None,
     teacher: Annotated[str | None, typer.Option(help="teacher for fidelity [default: the run's]")] = None,
     max_eval_examples: Annotated[int | None, typer.Option(help=HELP["max_eval_examples"])] = None,
+    explanations: Annotated[bool, typer.Option(help="also explanation consistency and faithfulness")] = False,
+    explainer: Annotated[str, typer.Option(help="explainer for --explanations: gxi | saliency | ig | ...")] = "gxi",
+    rationales: Annotated[str | None, typer.Option(help="JSON lines of human rationales (tokens, rationale)")] = None,
+    max_explain_examples: Annotated[int | None, typer.Option(help="explain only the first N dev examples")] = None,
 ) -> None:
-    """Score a run: GLUE metrics, fidelity to the teacher, parameters and throughput; writes metrics.json."""
+    """Score a run: GLUE metrics, fidelity to the teacher, parameters and throughput; writes metrics.json.
+    With --explanations also teacher-student consistency, faithfulness and (with --rationales) plausibility."""
     from egkd import api
 
-    api.evaluate(run_dir, task=task, data_dir=data_dir, split=split, teacher=teacher,
-                 max_examples=max_eval_examples)
+    m = api.evaluate(run_dir, task=task, data_dir=data_dir, split=split, teacher=teacher,
+                     max_examples=max_eval_examples, explanations=explanations, explainer=explainer,
+                     rationale_file=rationales, max_explain_examples=max_explain_examples)
+    if explanations:
+        from egkd.reports.console import console
+
+        e = m["explanations"]
+        console.print(f"explanations ({explainer}): consistency spearman {e['consistency']['spearman']:.3f}, "
+                      f"top-20% jaccard {e['consistency']['jaccard']:.3f}; student comprehensiveness "
+                      f"{e['faithfulness']['student']['comprehensiveness']:.3f}, sufficiency "
+                      f"{e['faithfulness']['student']['sufficiency']:.3f}")
 
 
 @app.command()
@@ -171,6 +185,42 @@ def demo(
     from egkd.demo import run_demo
 
     run_demo(out=out, data_dir=data_dir, train_examples=train_examples, overwrite=overwrite)
+
+
+@app.command()
+def cache(
+    task: Annotated[str, typer.Option(help=HELP["task"])],
+    teacher: Annotated[str, typer.Option(help=HELP["teacher"])],
+    explainer: Annotated[str, typer.Option(help="gradient:gxi | gradient:ig | gradient:saliency | perturbation | "
+                                           "selection[:gxi] | logits")] = "gradient:gxi",
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    split: Annotated[str, typer.Option(help="split to explain")] = "train",
+    max_seq_length: Annotated[int, typer.Option(help=HELP["max_seq_length"])] = 128,
+    max_train_examples: Annotated[int | None, typer.Option(help=HELP["max_train_examples"])] = None,
+    explain_target: Annotated[str, typer.Option(help=HELP["explain_target"])] = "pred",
+    rationale_budget: Annotated[float, typer.Option(help=HELP["rationale_budget"])] = 0.2,
+) -> None:
+    """Precompute the teacher's outputs and explanations once (distill reuses them; resumable)."""
+    from egkd import api
+
+    path = api.cache(task, teacher, explainer, data_dir=data_dir, split=split, max_seq_length=max_seq_length,
+                     max_examples=max_train_examples, target=explain_target, rationale_budget=rationale_budget)
+    print(path)
+
+
+@app.command()
+def explain(
+    runs: Annotated[list[Path], typer.Argument(help="the teacher's run folder, then the students'")],
+    task: Annotated[str | None, typer.Option(help=HELP["task"] + " [default: the teacher run's]")] = None,
+    n: Annotated[int, typer.Option(help="number of dev examples")] = 20,
+    out: Annotated[Path, typer.Option(help="folder for index.html and the PNGs")] = Path("views"),
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    explainer: Annotated[str, typer.Option(help="gxi | saliency | ig | occlusion:mask_token_id=103")] = "gxi",
+) -> None:
+    """Write an HTML page (and PNGs) with teacher and student token heatmaps side by side."""
+    from egkd import api
+
+    api.explain(runs, task=task, out=out, n=n, data_dir=data_dir, explainer=explainer)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")

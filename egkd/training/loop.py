@@ -69,8 +69,12 @@ def get_dataloaders(train_ds, dev_ds, tokenizer, task: TaskSpec, cfg: RunConfig)
         sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed, shuffle=True)
     else:
         sampler = LengthGroupedBatchSampler([0] * len(lengths), cfg.batch_size, seed=cfg.seed, shuffle=True)
-    train_dl = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate)
-    dev_dl = DataLoader(dev_ds, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate)
+    # Own generators: starting a DataLoader iterator otherwise draws from the global torch RNG, so a run resumed
+    # mid-epoch (one iterator start fewer) or evaluated more often would see other dropout masks.
+    train_dl = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+    dev_dl = DataLoader(dev_ds, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(cfg.seed))
     return train_dl, dev_dl
 
 

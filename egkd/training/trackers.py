@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
+import torch
+from accelerate import Accelerator, PartialState
 from accelerate.tracking import GeneralTracker, on_main_process
 
 from egkd.config import RunConfig
@@ -43,8 +45,23 @@ class CSVTracker(GeneralTracker):
                     writer.writerow([step, k, v])
 
 
+def process_state() -> PartialState:
+    """The process state; the first call decides whether this is one of several CPU processes.
+
+    Accelerate's ``PartialState`` becomes multi-CPU only when created with ``cpu=True`` and, unlike
+    ``Accelerator``, ignores ``ACCELERATE_USE_CPU``. Created bare, the processes of a CPU-only launch
+    (``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu``, ``torchrun``) each believed they were the only
+    (main) process and raced on the same run folder and teacher cache.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or (several and not torch.cuda.is_available()))
+
+
 def make_accelerator(cfg: RunConfig, out_dir: Path) -> Accelerator:
     """One Accelerator per run; trackers write under ``out_dir/logs``."""
+    process_state()
     logs = out_dir / "logs"
     trackers: list[Any] = []
     if "csv" in cfg.log_with:
