@@ -96,8 +96,16 @@ def crash_hook():
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_examples: int | None = None):
-    """Read and tokenize one split, cached under the egkd cache (keyed on data, tokenizer and length)."""
+def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_examples: int | None = None,
+                   all_processes: bool = True):
+    """Read and tokenize one split, cached under the egkd cache (keyed on data, tokenizer and length).
+
+    ``all_processes=False`` for code that runs on the main process only (evaluate): no barrier then, since the
+    other processes would never reach it.
+    """
+    if not all_processes:
+        ds = load_split(task, split, cfg.data_dir, max_examples)
+        return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
     state = PartialState()
     with state.main_process_first():
         ds = load_split(task, split, cfg.data_dir, max_examples)
@@ -227,6 +235,7 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
                            show=True, max_examples=cfg.max_eval_examples)
         write_model_card(out_dir, cfg, kind, metrics)
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # here, not in train(): it destroys the process group the barriers above need
     return metrics
 
 
@@ -283,7 +292,7 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
     split = split or spec.dev_splits[0]
     built = load_classifier(str(run), spec, expect_head=True)
     eval_cfg = RunConfig(task=spec.name, data_dir=data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
-    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg, max_examples)
+    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg, max_examples, all_processes=False)
     labels = np.asarray(ds["labels"])
     if (labels < 0).all():
         raise EgkdError(f"split {split} of {spec.name} has no labels; use `egkd predict` for test sets")

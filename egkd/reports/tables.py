@@ -14,6 +14,9 @@ from egkd.data.tasks import TaskSpec
 def metric_rows(results: dict[str, dict[str, Any]], spec: TaskSpec) -> tuple[list[str], list[list[str]]]:
     """One row per model: the task's metrics, fidelity, parameters and throughput relative to the teacher."""
     header = ["model", *spec.metrics, "fidelity", "params (M)", "examples/s", "speed vs teacher"]
+    explained = any("explanations" in m for m in results.values())
+    if explained:
+        header.insert(len(spec.metrics) + 2, "consistency")
     rows = []
     teacher_tp = None
     for m in results.values():
@@ -31,6 +34,9 @@ def metric_rows(results: dict[str, dict[str, Any]], spec: TaskSpec) -> tuple[lis
             f"{m['throughput']:.0f}",
             "-" if ratio is None else f"{ratio:.2f}x",
         ])
+        if explained:
+            rho = m.get("explanations", {}).get("consistency", {}).get("spearman")
+            rows[-1].insert(len(spec.metrics) + 2, "-" if rho is None else f"{rho:.2f}")
     return header, rows
 
 

@@ -237,7 +237,8 @@ def train(
             evaluate_and_keep_best()
         checkpoint()
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): that destroys the process group the caller needs
+        tracker.finish()
 
     best = accelerator.unwrap_model(model)
     if cfg.keep_best and (out_dir / "best").is_dir() and main:
