@@ -11,7 +11,8 @@ tasks=("$@"); [ ${#tasks[@]} -gt 0 ] || tasks=(mrpc rte stsb cola sst2)
 run() {  # run KIND OUT ARGS...: finetune/distill unless OUT already holds a finished run
   local kind=$1 out=$2; shift 2
   if [ -f "$out/metrics.json" ]; then echo "done: $out"; return; fi
-  local resume=(); [ -d "$out/checkpoints/last" ] && resume=(--resume)
+  local resume=()
+  if [ -d "$out/checkpoints/last" ]; then resume=(--resume); elif [ -d "$out" ]; then resume=(--overwrite); fi
   $EGKD "$kind" --out "$out" "${resume[@]}" "$@"
 }
 
