@@ -206,7 +206,7 @@ def train(
                 loss, parts = total_loss(terms, out)
                 if not torch.isfinite(loss):
                     raise EgkdError(
-                        f"the loss became {float(loss)} at step {state['step']} ({parts}); lower --learning-rate "
+                        f"the loss became {loss.item()} at step {state['step']} ({parts}); lower --learning-rate "
                         f"or the loss weights; the last good checkpoint is in {ckpt_dir} (--resume)"
                     )
                 accelerator.backward(loss)
