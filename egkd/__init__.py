@@ -3,6 +3,7 @@
 The Python API mirrors the CLI: ``egkd.finetune``, ``egkd.distill``, ``egkd.evaluate``, ``egkd.predict``.
 """
 
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -16,3 +17,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(name)
+
+
+if "transformers" in sys.modules:  # already paid for: register the small students with the Auto classes now
+    import egkd.models  # noqa: E402, F401

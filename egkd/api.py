@@ -34,7 +34,8 @@ from egkd.evaluation.metrics import fidelity, predictions_from_logits, task_metr
 from egkd.explain.base import model_inputs
 from egkd.losses.explanation import ADKDAttribution, GradientAlignment, PerturbationMatching, SelectionConsistency
 from egkd.losses.terms import GoldLoss, KDLoss, LossTerm, PKDLoss, parse_layer_map
-from egkd.models.students import Built, build_student, count_parameters, load_classifier, uniform_layers
+from egkd.models.students import Built, build_student, count_parameters, load_classifier, needs_texts, uniform_layers
+from egkd.models.vocab import same_tokenizer
 from egkd.paths import cache_root
 from egkd.reports.card import write_model_card
 from egkd.reports.console import console
@@ -112,11 +113,26 @@ def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_ex
         return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
 
 
+def train_texts(task: TaskSpec, cfg: RunConfig) -> list[str]:
+    """The training split's text (both sides of a pair): what a student's own tokenizer is trained on."""
+    ds = load_split(task, "train", cfg.data_dir, cfg.max_train_examples)
+    cols = [c for c in ("text_a", "text_b") if c in ds.column_names]
+    return [t for c in cols for t in ds[c] if t]
+
+
 # --------------------------------------------------------------------------------------------------- losses
-def build_terms(cfg: RunConfig, student: Built) -> list[LossTerm]:
-    """A method is a list of weighted loss terms."""
+def build_terms(cfg: RunConfig, student: Built, units: str = "token") -> list[LossTerm]:
+    """A method is a list of weighted loss terms; ``units='word'`` for a student with another tokenizer
+    (explanation terms on words, see :mod:`egkd.losses.words`)."""
     if cfg.method == "ft":
         return [GoldLoss(1.0)]
+    if units == "word" and cfg.method in ("pkd", "adkd"):
+        raise EgkdError(f"--method {cfg.method} runs the teacher on the student's inputs, which needs the same "
+                        "tokenizer; this student has its own: use ft, kd or egkd")
+    families = {"gradient": GradientAlignment, "perturbation": PerturbationMatching,
+                "selection": SelectionConsistency}
+    if units == "word":
+        from egkd.losses.words import WORD_TERMS as families
     if cfg.method in METHODS:
         terms: list[LossTerm] = [GoldLoss(1.0 - cfg.alpha), KDLoss(cfg.alpha, cfg.temperature)]
         if cfg.method == "pkd":
@@ -127,14 +143,14 @@ def build_terms(cfg: RunConfig, student: Built) -> list[LossTerm]:
             tok = student.tokenizer
             for family in explainer_families(cfg.explainer):
                 if family == "gradient":
-                    terms.append(GradientAlignment(cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
+                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
                     terms[-1].every = max(1, cfg.grad_every)
                 elif family == "perturbation":
-                    terms.append(PerturbationMatching(cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,
+                    terms.append(families["perturbation"](cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,
                                                       temperature=cfg.temperature,
                                                       mask_token_id=tok.mask_token_id, seed=cfg.seed))
                 else:
-                    terms.append(SelectionConsistency(cfg.select_weight, comprehensiveness=cfg.comp_weight,
+                    terms.append(families["selection"](cfg.select_weight, comprehensiveness=cfg.comp_weight,
                                                       temperature=cfg.temperature,
                                                       pad_token_id=tok.pad_token_id or 0))
         return terms
@@ -150,20 +166,26 @@ def explainer_families(text: str) -> list[str]:
     return families
 
 
-def cache_specs(cfg: RunConfig, terms: list[LossTerm]) -> list[CacheSpec]:
-    """The teacher-cache entries a run needs: one per explanation family, else the logits alone for KD."""
+def cache_specs(cfg: RunConfig, terms: list[LossTerm], units: str = "token") -> list[CacheSpec]:
+    """The teacher-cache entries a run needs: one per explanation family, else the logits alone for KD.
+
+    With ``units='word'`` (a student with another tokenizer) the entries hold word-level maps and the logits
+    are always cached: the teacher cannot read the student's tokens.
+    """
     specs = []
     for t in terms:
         if t.cache_family == "gradient":
-            specs.append(CacheSpec("gradient", explainer=cfg.teacher_explainer, target=cfg.explain_target))
+            specs.append(CacheSpec("gradient", explainer=cfg.teacher_explainer, target=cfg.explain_target,
+                                   units=units))
         elif t.cache_family == "perturbation":
-            specs.append(CacheSpec("perturbation", target=cfg.explain_target))
+            specs.append(CacheSpec("perturbation", target=cfg.explain_target, units=units))
         elif t.cache_family == "selection":
             specs.append(CacheSpec("selection", explainer=cfg.teacher_explainer, target=cfg.explain_target,
-                                   budget=cfg.rationale_budget))
+                                   budget=cfg.rationale_budget, units=units))
     needs_live = any(t.needs_hidden or t.needs_teacher_model for t in terms)
-    if not specs and cfg.teacher_cache and not needs_live and any(t.needs_teacher for t in terms):
-        specs.append(CacheSpec("logits"))
+    cache_logits = cfg.teacher_cache or units == "word"
+    if not specs and cache_logits and not needs_live and any(t.needs_teacher for t in terms):
+        specs.append(CacheSpec("logits", units=units))
     return specs
 
 
@@ -200,10 +222,15 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
         built = load_classifier(cfg.model, task)
     else:
         teacher = load_classifier(cfg.teacher, task, expect_head=True)
-        built = build_student(cfg.student, teacher, task)
+        texts = train_texts(task, cfg) if needs_texts(cfg.student) else None
+        built = build_student(cfg.student, teacher, task, texts=texts)
     train_ds = load_tokenized(task, "train", built.tokenizer, cfg, cfg.max_train_examples)
     dev_ds = load_tokenized(task, task.dev_splits[0], built.tokenizer, cfg, cfg.max_eval_examples)
-    terms = build_terms(cfg, built)
+    # a student with its own tokenizer: the teacher reads its own tokenization of the same rows (same idx)
+    units = "token" if teacher is None or same_tokenizer(teacher.tokenizer, built.tokenizer) else "word"
+    teacher_ds = train_ds if units == "token" else load_tokenized(task, "train", teacher.tokenizer, cfg,
+                                                                   cfg.max_train_examples)
+    terms = build_terms(cfg, built, units)
     if state.is_main_process:
         what = f"fine-tuning {cfg.model}" if kind == "finetune" else f"distilling {cfg.teacher} -> {cfg.student}"
         console.print(f"[bold]{what}[/] on {task.name} ({len(train_ds)} train, {len(dev_ds)} dev) "
@@ -216,8 +243,9 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
             raise EgkdError("the gradient family needs double backprop, which DDP does not support: run it in one "
                             "process (or use the perturbation/selection families under accelerate launch)")
         teacher.model.to(accelerator.device)
-        for spec in cache_specs(cfg, terms):
-            caches[spec.family] = build_teacher_cache(teacher.model, built.tokenizer, train_ds, spec,
+        cache_tokenizer = built.tokenizer if units == "token" else teacher.tokenizer
+        for spec in cache_specs(cfg, terms, units):
+            caches[spec.family] = build_teacher_cache(teacher.model, cache_tokenizer, teacher_ds, spec,
                                                       cfg.max_seq_length, batch_size=cfg.eval_batch_size)
     model, result = train(cfg, task, built.model, built.tokenizer, train_ds, dev_ds, terms, out_dir,
                           teacher=teacher.model if teacher else None, accelerator=accelerator,
@@ -308,17 +336,26 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
                for i, y, p in zip(ds["idx"], labels, preds, strict=True)]
     if teacher:
         t = load_classifier(teacher, spec, expect_head=True)
-        if t.tokenizer.get_vocab() != built.tokenizer.get_vocab():
-            raise EgkdError("teacher and student tokenizers differ; word-level evaluation comes with a later issue")
-        t_preds = predictions_from_logits(predict_logits(t.model, dl, desc="teacher", show=show), spec)
+        on_words = not same_tokenizer(t.tokenizer, built.tokenizer)
+        t_ds, t_dl = ds, dl
+        if on_words:  # the teacher reads its own tokenization of the same rows; explanations compare on words
+            t_ds = load_tokenized(spec, split, t.tokenizer, eval_cfg, max_examples, all_processes=False)
+            t_dl = DataLoader(t_ds, batch_size=32, collate_fn=Collator(t.tokenizer, is_regression=spec.is_regression))
+            if list(t_ds["idx"]) != list(ds["idx"]):
+                raise EgkdError("the teacher's and the student's tokenized splits hold different rows")
+        t_preds = predictions_from_logits(predict_logits(t.model, t_dl, desc="teacher", show=show), spec)
         metrics.update(fidelity(preds, t_preds, spec))
         metrics["teacher"] = {**task_metrics(t_preds, labels, spec), "parameters": count_parameters(t.model),
-                              "throughput": throughput(t.model, dl)}
+                              "throughput": throughput(t.model, t_dl)}
         metrics["compression"] = metrics["teacher"]["parameters"] / metrics["parameters"]
         metrics["speedup"] = metrics["throughput"] / metrics["teacher"]["throughput"]
         for r, tp in zip(records, t_preds, strict=True):
             r["teacher_prediction"] = float(tp) if spec.is_regression else int(tp)
-        if explanations:
+        if explanations and on_words:
+            from egkd.evaluation.words import word_consistency
+
+            metrics["explanations"] = word_consistency(built, t, ds, t_ds, spec, explainer, max_explain_examples)
+        elif explanations:
             metrics["explanations"] = explanation_metrics(built, t, ds, spec, explainer, rationale_file,
                                                           max_explain_examples, show)
     elif explanations:

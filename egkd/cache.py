@@ -56,6 +56,7 @@ class CacheSpec:
     target: str = "pred"  # pred | gold
     budget: float = 0.2  # selection: fraction of units in the rationale
     selector: str = "topr"  # selection: topr (top-r of the explainer's map) | amortized
+    units: str = "token"  # token | word: maps over words (students with another tokenizer), see _word_outputs
 
     def describe(self) -> dict[str, Any]:
         d = {"family": self.family, "target": self.target}
@@ -63,6 +64,8 @@ class CacheSpec:
             d["explainer"] = self.explainer
         if self.family == "selection":
             d.update(budget=self.budget, selector=self.selector)
+        if self.units != "token":
+            d["units"] = self.units
         return d
 
 
@@ -111,6 +114,10 @@ class TeacherCache:
 def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: int, mask_id: int | None,
                    max_len: int) -> dict[str, Tensor]:
     """The cache rows of one batch (padded to ``max_len`` along tokens)."""
+    if spec.units == "word":
+        from egkd.cache_words import word_outputs
+
+        return word_outputs(teacher, batch, spec, pad_id, mask_id, max_len)
     with torch.no_grad():
         logits = teacher(**model_inputs(batch, teacher)).logits.float()
     target = resolve_target(spec.target, logits, batch.get("labels"))

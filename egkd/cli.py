@@ -153,10 +153,12 @@ def evaluate(
         from egkd.reports.console import console
 
         e = m["explanations"]
-        console.print(f"explanations ({explainer}): consistency spearman {e['consistency']['spearman']:.3f}, "
-                      f"top-20% jaccard {e['consistency']['jaccard']:.3f}; student comprehensiveness "
-                      f"{e['faithfulness']['student']['comprehensiveness']:.3f}, sufficiency "
-                      f"{e['faithfulness']['student']['sufficiency']:.3f}")
+        line = (f"explanations ({explainer}): consistency spearman {e['consistency']['spearman']:.3f}, "
+                f"top-20% jaccard {e['consistency']['jaccard']:.3f}")
+        if "faithfulness" in e:  # not measured on words (a student with its own tokenizer)
+            line += (f"; student comprehensiveness {e['faithfulness']['student']['comprehensiveness']:.3f}, "
+                     f"sufficiency {e['faithfulness']['student']['sufficiency']:.3f}")
+        console.print(line + (" (on words)" if e.get("units") == "word" else ""))
 
 
 @app.command()
@@ -221,6 +223,17 @@ def explain(
     from egkd import api
 
     api.explain(runs, task=task, out=out, n=n, data_dir=data_dir, explainer=explainer)
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, typer.Argument(help="folder whose sub-folders are finished runs")],
+    out: Annotated[Path | None, typer.Option(help="Markdown file to write (a .csv is written beside it)")] = None,
+) -> None:
+    """One table of every finished run under a folder (GLUE metrics, fidelity, consistency, cost)."""
+    from egkd.reports.summary import summarize
+
+    print(summarize(runs, out))
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")

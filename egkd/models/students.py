@@ -5,14 +5,18 @@ A student is described by a short spec string:
 * ``layers:1,3,5`` – embeddings, the chosen encoder layers (0-based) and the head copied from the teacher,
   the DistilBERT / PKD way of initialising a thinner model;
 * ``depth:N`` – N layers chosen uniformly (every L/N-th layer, ending at the top one);
-* ``config:layers=2,hidden=128,heads=2[,intermediate=512][,tokenizer=PATH]`` – a BERT of that shape from
-  scratch, mostly for tests;
+* ``config:layers=2,hidden=128,heads=2[,intermediate=512][,tokenizer=PATH|word|wordpiece-8k|bpe-8k]`` – a BERT
+  of that shape from scratch (a tokenizer kind trains its own tokenizer on the task's training text);
+* ``bilstm:hidden=300[,layers=1,embed=300,init=teacher|random,tokenizer=word|wordpiece-8k|bpe-8k,dropout=0.1]``
+  and ``cnn:filters=100,kernels=3-4-5[,embed=300,init=..,tokenizer=..,dropout=0.5]`` – the small students of
+  :mod:`egkd.models.small` with their own vocabulary (explanations are then compared on words);
 * anything else – a folder or hub id loaded with ``AutoModelForSequenceClassification``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from transformers.utils import logging as hf_logging
 from egkd.data.tasks import TaskSpec
 from egkd.errors import EgkdError
 from egkd.models.resolve import bundled_path, resolve_model
+from egkd.models.vocab import is_trainable_kind, train_tokenizer
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()  # egkd draws its own progress bars
@@ -74,7 +79,8 @@ def _parse_kv(body: str) -> dict[str, str]:
     return out
 
 
-def scratch_bert(body: str, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None) -> Built:
+def scratch_bert(body: str, task: TaskSpec, tokenizer: PreTrainedTokenizerBase | None = None,
+                 texts: Iterable[str] | None = None) -> Built:
     """A small random-init BERT, e.g. ``config:layers=2,hidden=128,heads=2``.
 
     Its vocabulary is that of ``tokenizer=PATH`` if given, else of ``tokenizer`` (a student shares its
@@ -84,7 +90,9 @@ def scratch_bert(body: str, task: TaskSpec, tokenizer: PreTrainedTokenizerBase |
     known = {"layers", "hidden", "heads", "intermediate", "tokenizer", "max_positions"}
     if set(kv) - known:
         raise EgkdError(f"unknown config: key(s) {sorted(set(kv) - known)}; known: {sorted(known)}")
-    if "tokenizer" in kv or tokenizer is None:
+    if "tokenizer" in kv and is_trainable_kind(kv["tokenizer"]):
+        tokenizer = own_tokenizer(kv["tokenizer"], texts, tokenizer, token_type_ids=True)
+    elif "tokenizer" in kv or tokenizer is None:
         tokenizer = load_tokenizer(kv.get("tokenizer", DEFAULT_TOKENIZER))
     hidden = int(kv.get("hidden", 128))
     config = BertConfig(
@@ -154,9 +162,16 @@ def cut_layers(teacher: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
     return student
 
 
-def build_student(spec: str, teacher: Built, task: TaskSpec) -> Built:
-    """Build the student named by ``spec`` for ``teacher`` (see the module docstring)."""
+def build_student(spec: str, teacher: Built, task: TaskSpec, texts: Iterable[str] | None = None) -> Built:
+    """Build the student named by ``spec`` for ``teacher`` (see the module docstring).
+
+    ``texts`` (the task's training text) is needed by students that train their own tokenizer.
+    """
     kind, _, body = spec.partition(":")
+    if kind in ("bilstm", "cnn"):
+        from egkd.models.small_students import small_student
+
+        return small_student(kind, body, teacher, task, texts)
     if kind == "layers" and body:
         try:
             keep = [int(x) for x in body.split(",")]
@@ -169,12 +184,29 @@ def build_student(spec: str, teacher: Built, task: TaskSpec) -> Built:
         keep = uniform_layers(len(encoder_layers(teacher.model)), int(body))
         return Built(cut_layers(teacher.model, keep), teacher.tokenizer, keep)
     if kind == "config":
-        return scratch_bert(body, task, teacher.tokenizer)
+        return scratch_bert(body, task, teacher.tokenizer, texts)
     if Path(spec).expanduser().is_dir() or "/" in spec or bundled_path(spec) is not None:
         return load_classifier(spec, task)
     raise EgkdError(
-        f"unknown student {spec!r}: use layers:i,j,k, depth:N, config:layers=..,hidden=.. or a model path/id"
+        f"unknown student {spec!r}: use layers:i,j,k, depth:N, config:layers=..,hidden=.., bilstm:hidden=.., "
+        "cnn:filters=..,kernels=3-4-5 or a model path/id"
     )
+
+
+def needs_texts(spec: str) -> bool:
+    """Whether the student ``spec`` trains its own tokenizer (and so needs the training text)."""
+    kind, _, body = spec.partition(":")
+    if kind in ("bilstm", "cnn"):
+        return True
+    return kind == "config" and is_trainable_kind(_parse_kv(body).get("tokenizer", ""))
+
+
+def own_tokenizer(kind: str, texts: Iterable[str] | None, teacher_tokenizer: PreTrainedTokenizerBase | None,
+                  token_type_ids: bool = False) -> PreTrainedTokenizerBase:
+    """A tokenizer of ``kind`` trained on ``texts``, splitting words as the teacher's does."""
+    if texts is None:
+        raise EgkdError(f"a student with tokenizer={kind} trains it on the task's training text: pass texts=")
+    return train_tokenizer(texts, kind, teacher_tokenizer, token_type_ids=token_type_ids)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
