@@ -50,7 +50,8 @@ def small_student(kind: str, body: str, teacher: Built, task: TaskSpec, texts: I
         config = CNNConfig(num_filters=_int(kv, "filters", 100), kernel_sizes=kernels,
                            dropout=float(kv.get("dropout", 0.5)), **common)
         cls = CNNForSequenceClassification
-    torch.manual_seed(int(kv.get("seed", 0)))
+    if "seed" in kv:  # else the run's --seed (set before the student is built) decides the init
+        torch.manual_seed(int(kv["seed"]))
     model = cls(config)
     if init == "teacher":
         table = teacher.model.get_input_embeddings().weight
