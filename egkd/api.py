@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from egkd.cache import CacheSpec, build_teacher_cache
@@ -217,6 +218,9 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
     if state.is_main_process and not (cfg.resume and (out_dir / "config.yaml").is_file()):
         cfg.save(out_dir / "config.yaml")
 
+    # before any model is built: --seed fixes the init of scratch models (config:...) and new heads too, not
+    # only what train() draws; without it the init depended on whatever had used the global RNG before
+    set_seed(cfg.seed)
     teacher = None
     if kind == "finetune":
         built = load_classifier(cfg.model, task)
