@@ -149,11 +149,13 @@ def build_terms(cfg: RunConfig, student: Built, units: str = "token") -> list[Lo
                 elif family == "perturbation":
                     terms.append(families["perturbation"](cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,
                                                       temperature=cfg.temperature,
-                                                      mask_token_id=tok.mask_token_id, seed=cfg.seed))
+                                                      mask_token_id=tok.mask_token_id, seed=cfg.seed,
+                                                      fraction=cfg.perturb_fraction))
                 else:
                     terms.append(families["selection"](cfg.select_weight, comprehensiveness=cfg.comp_weight,
                                                       temperature=cfg.temperature,
-                                                      pad_token_id=tok.pad_token_id or 0))
+                                                      pad_token_id=tok.pad_token_id or 0,
+                                                      fraction=cfg.select_fraction))
         return terms
     raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
 

@@ -62,6 +62,8 @@ HELP = {
     "grad_fraction": "share of each batch given the double-backprop student map",
     "perturb_k": "occluded copies per example and step (each costs a forward+backward)",
     "rationale_budget": "share of units in the teacher's rationale (selection family)",
+    "perturb_fraction": "share of each batch given occluded copies",
+    "select_fraction": "share of each batch given the rationale-only and complement forwards",
 }
 COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "max_seq_length",
           "max_train_examples", "max_eval_examples", "seed", "overwrite", "resume", "eval_batch_size",
@@ -69,8 +71,8 @@ COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "m
           "deterministic", "eval_every", "save_every", "log_with", "log_every", "length_grouping", "keep_best"]
 DISTILL = ["teacher", "student", "method", "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
            "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
-           "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "select_weight", "rationale_budget",
-           "comp_weight", "adkd_weight", "adkd_steps", "adkd_top_k"]
+           "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction", "select_weight",
+           "rationale_budget", "comp_weight", "select_fraction", "adkd_weight", "adkd_steps", "adkd_top_k"]
 
 
 def _plain_type(tp: Any) -> type:

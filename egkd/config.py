@@ -63,14 +63,16 @@ class RunConfig:
     teacher_explainer: str = "gxi"  # teacher map of the gradient family: saliency | gxi | ig[:steps=8]
     align_loss: str = "mse"  # mse | cosine | kl | topk (over L2-normalised unit maps)
     grad_weight: float = 1.0
-    grad_fraction: float = 1.0  # share of each batch that gets the (double backprop) student map
+    grad_fraction: float = 0.25  # share of each batch that gets the (double backprop) student map
     grad_every: int = 1  # apply the gradient term every N steps
     perturb_weight: float = 1.0
     perturb_k: int = 1  # occluded copies per example and step
     perturb_mix: float = 0.5  # share of occluded units drawn from the teacher's importance (rest uniform)
+    perturb_fraction: float = 0.4  # share of each batch that gets occluded copies
     select_weight: float = 1.0
     rationale_budget: float = 0.2
     comp_weight: float = 1.0  # comprehensiveness relative to sufficiency inside the selection term
+    select_fraction: float = 0.25  # share of each batch given the rationale and complement forwards
     adkd_weight: float = 1.0
     adkd_steps: int = 8
     adkd_top_k: float = 0.5

@@ -138,7 +138,7 @@ def test_egkd_student_explains_more_like_its_teacher_than_kd(synth_teacher, synt
         # the gradient term every other step: at random init the student's maps are tiny and the normalized
         # alignment's gradient dwarfs the KD term's, which stalls the task when it runs every step
         "egkd-gradient": dict(method="egkd", explainer="gradient", grad_weight=1.0, grad_every=2),
-        "egkd-perturbation": dict(method="egkd", explainer="perturbation", perturb_weight=5.0),
+        "egkd-perturbation": dict(method="egkd", explainer="perturbation", perturb_weight=5.0, perturb_fraction=1.0),
     }
     acc, rho = {}, {}
     for name, kw in runs.items():

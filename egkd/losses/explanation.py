@@ -68,9 +68,10 @@ class PerturbationMatching(LossTerm):
     cache_family = "perturbation"
 
     def __init__(self, weight: float = 1.0, k: int = 1, mix: float = 0.5, temperature: float = 2.0,
-                 mask_token_id: int = 103, seed: int = 0) -> None:
+                 mask_token_id: int = 103, seed: int = 0, fraction: float = 1.0) -> None:
         super().__init__(weight)
         self.k, self.mix, self.temperature, self.mask_token_id = k, mix, temperature, mask_token_id
+        self.fraction = fraction  # copies for the first ceil(fraction * B) examples: each copy costs a fwd+bwd
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample_units(self, batch: dict[str, Tensor], teacher_map: Tensor) -> Tensor:
@@ -94,8 +95,10 @@ class PerturbationMatching(LossTerm):
 
     def augment(self, batch: dict[str, Tensor], cached: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
         """The occluded copies to append to the batch's forward (rows B..B+kB), and which unit each hides."""
-        teacher_map = cached["perturbation"]["map"]
-        units = self.sample_units(batch, teacher_map)  # [B, k]
+        n = max(1, math.ceil(self.fraction * batch["input_ids"].shape[0]))
+        batch = {k: v[:n] for k, v in batch.items()}
+        teacher_map = cached["perturbation"]["map"][:n]
+        units = self.sample_units(batch, teacher_map)  # [n, k]
         index, _ = unit_index(batch, "token")
         copies = {k: v.repeat_interleave(self.k, 0) for k, v in model_inputs(batch).items()}
         hidden = units.reshape(-1)
@@ -121,20 +124,23 @@ class SelectionConsistency(LossTerm):
     cache_family = "selection"
 
     def __init__(self, weight: float = 1.0, comprehensiveness: float = 1.0, temperature: float = 2.0,
-                 pad_token_id: int = 0) -> None:
+                 pad_token_id: int = 0, fraction: float = 1.0) -> None:
         super().__init__(weight)
         self.comp_weight, self.temperature, self.pad_token_id = comprehensiveness, temperature, pad_token_id
+        self.fraction = fraction  # applied to the first ceil(fraction * B) examples (two extra forwards each)
 
     def __call__(self, out: StepOutputs) -> Tensor:
-        cached = out.extras["cached"]["selection"]
+        n = max(1, math.ceil(self.fraction * out.batch["input_ids"].shape[0]))
+        batch = {k: v[:n] for k, v in out.batch.items()}
+        cached = {k: v[:n] for k, v in out.extras["cached"]["selection"].items()}
         model = out.extras["model"]
-        rationale = cached["rationale"].bool() & unit_mask(out.batch)
-        short = rationale_inputs(out.batch, rationale, keep=True, pad_token_id=self.pad_token_id)
+        rationale = cached["rationale"].bool() & unit_mask(batch)
+        short = rationale_inputs(batch, rationale, keep=True, pad_token_id=self.pad_token_id)
         suff = model(**model_inputs(short, model)).logits
         teacher_full = cached["logits"]
         loss = kd_loss(suff, teacher_full, self.temperature) if suff.shape[-1] > 1 else F.mse_loss(suff, teacher_full)
         if self.comp_weight:
-            comp_in = rationale_inputs(out.batch, rationale, keep=False, pad_token_id=self.pad_token_id)
+            comp_in = rationale_inputs(batch, rationale, keep=False, pad_token_id=self.pad_token_id)
             comp = model(**model_inputs(comp_in, model)).logits
             teacher_comp = cached["on_complement"]
             if comp.shape[-1] > 1:

@@ -13,6 +13,8 @@ Only words both models saw are compared (truncation can cut the two tokenization
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -64,8 +66,10 @@ class WordPerturbationMatching(PerturbationMatching):
         return torch.multinomial(probs, self.k, replacement=True, generator=self.generator).to(counts.device)
 
     def augment(self, batch: dict[str, Tensor], cached: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
-        rows = cached["perturbation"]
-        units = self.sample_words(batch, rows["map"], rows["n_words"])  # [B, k] word numbers
+        n = max(1, math.ceil(self.fraction * batch["input_ids"].shape[0]))
+        batch = {k: v[:n] for k, v in batch.items()}
+        rows = {k: v[:n] for k, v in cached["perturbation"].items()}
+        units = self.sample_words(batch, rows["map"], rows["n_words"])  # [n, k] word numbers
         copies = {k: v.repeat_interleave(self.k, 0) for k, v in model_inputs(batch).items()}
         word_ids = batch["word_ids"].repeat_interleave(self.k, 0)
         hit = (word_ids == units.reshape(-1).unsqueeze(1)) & (word_ids >= 0)
