@@ -84,9 +84,12 @@ class PerturbationMatching(LossTerm):
         importance = torch.zeros(b, u_max, device=teacher_map.device)
         pos = index >= 0
         importance[pos.nonzero(as_tuple=True)[0], index[pos]] = teacher_map[pos].abs().float()
-        importance = importance.cpu()
+        return self.draw(importance, valid, counts)
+
+    def draw(self, importance: Tensor, valid: Tensor, counts: Tensor) -> Tensor:
+        """``[B, k]`` units from ``mix * |importance| + (1 - mix) * uniform`` over the valid units."""
         uniform = valid.float().cpu()
-        p_imp = importance * uniform
+        p_imp = importance.abs().float().cpu() * uniform
         p_imp = torch.where(p_imp.sum(1, keepdim=True) > 0, p_imp, uniform)
         probs = self.mix * p_imp / p_imp.sum(1, keepdim=True).clamp_min(1e-12)
         probs = probs + (1 - self.mix) * uniform / uniform.sum(1, keepdim=True).clamp_min(1)

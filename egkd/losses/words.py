@@ -54,16 +54,10 @@ class WordPerturbationMatching(PerturbationMatching):
     def sample_words(self, batch: dict[str, Tensor], teacher_map: Tensor, teacher_words: Tensor) -> Tensor:
         counts = shared_words(batch, teacher_words)
         u_max = max(1, int(counts.max()))
-        valid = word_mask(counts, u_max).float().cpu()
-        importance = teacher_map[:, :u_max].abs().float().cpu()
+        importance = teacher_map[:, :u_max]
         if importance.shape[1] < u_max:
             importance = torch.nn.functional.pad(importance, (0, u_max - importance.shape[1]))
-        p_imp = importance * valid
-        p_imp = torch.where(p_imp.sum(1, keepdim=True) > 0, p_imp, valid)
-        probs = self.mix * p_imp / p_imp.sum(1, keepdim=True).clamp_min(1e-12)
-        probs = probs + (1 - self.mix) * valid / valid.sum(1, keepdim=True).clamp_min(1)
-        probs = torch.where(counts.cpu().unsqueeze(1) > 0, probs, torch.ones_like(probs))
-        return torch.multinomial(probs, self.k, replacement=True, generator=self.generator).to(counts.device)
+        return self.draw(importance, word_mask(counts, u_max), counts)
 
     def augment(self, batch: dict[str, Tensor], cached: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
         n = max(1, math.ceil(self.fraction * batch["input_ids"].shape[0]))

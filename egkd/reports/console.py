@@ -19,20 +19,18 @@ console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def _progress() -> Progress:
+    """Description, bar, n/total, elapsed, remaining and a free-text field (e.g. the loss)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
+
+
 def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
     """Iterate with a progress bar (elapsed, remaining); a plain loop when disabled."""
     if not enabled:
         yield from items
         return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with _progress() as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:
             yield item
@@ -45,15 +43,7 @@ class Bar:
     def __init__(self, description: str, total: int, enabled: bool = True, completed: int = 0) -> None:
         self.enabled = enabled
         if enabled:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=console,
-            )
+            self.progress = _progress()
             self.task = self.progress.add_task(description, total=total, completed=completed, info="")
             self.progress.start()
 
