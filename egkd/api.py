@@ -366,9 +366,14 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
                                                           max_explain_examples, show)
     elif explanations:
         raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
+    previous = run / "metrics.json"
+    if previous.is_file() and "training" not in (extra or {}):  # re-evaluating keeps the training record
+        training = json.loads(previous.read_text()).get("training")
+        if training:
+            metrics["training"] = training
     if extra:
         metrics.update(extra)
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    previous.write_text(json.dumps(metrics, indent=2))
     with (run / f"predictions_{split}.jsonl").open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     if show:
