@@ -429,7 +429,7 @@ def predict(run_dir: str | Path, task: str | None = None, split: str = "test", d
         for i, p in zip(ds["idx"], preds, strict=True):
             if spec.is_regression:
                 value = f"{min(5.0, max(0.0, float(p))):.3f}"
-            elif spec.name in ("rte", "qnli", "mnli", "wnli") and spec.label_names and spec.name != "wnli":
+            elif spec.tsv_label_format == "name":  # GLUE writes these tasks' labels as names (entailment, ...)
                 value = spec.label_names[int(p)]
             else:
                 value = str(int(p))
