@@ -12,6 +12,7 @@ keywords override.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,11 +106,7 @@ def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_ex
     ``all_processes=False`` for code that runs on the main process only (evaluate): no barrier then, since the
     other processes would never reach it.
     """
-    if not all_processes:
-        ds = load_split(task, split, cfg.data_dir, max_examples)
-        return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
-    state = PartialState()
-    with state.main_process_first():
+    with PartialState().main_process_first() if all_processes else contextlib.nullcontext():
         ds = load_split(task, split, cfg.data_dir, max_examples)
         return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
 

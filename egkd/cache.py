@@ -144,13 +144,10 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
         scores = get_explainer(spec.explainer).attribute(teacher, batch, target).float()
         rationale = top_r_rationale(scores.abs(), unit_mask(batch), spec.budget)
         out["rationale"] = pad(rationale.to(torch.uint8))
-        probs = {}
-        for name, keep in (("on_rationale", True), ("on_complement", False)):
+        for name, keep in (("on_rationale", True), ("on_complement", False)):  # teacher logits on each input
             r_in = rationale_inputs(batch, rationale, keep=keep, pad_token_id=pad_id)
             with torch.no_grad():
-                lg = teacher(**model_inputs(r_in, teacher)).logits.float()
-            probs[name] = lg
-        out.update(probs)
+                out[name] = teacher(**model_inputs(r_in, teacher)).logits.float()
     return out
 
 
@@ -186,8 +183,8 @@ def build_teacher_cache(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_le
     teacher.eval()
     device = next(teacher.parameters()).device
     start = time.perf_counter()
-    n_batches = sum(len(range(i * shard_rows, min(len(dataset), (i + 1) * shard_rows))) for i in todo)
-    bar = Bar(f"teacher cache ({spec.family})", total=n_batches, enabled=show and state.is_main_process)
+    n_rows = sum(min(len(dataset), (i + 1) * shard_rows) - i * shard_rows for i in todo)
+    bar = Bar(f"teacher cache ({spec.family})", total=n_rows, enabled=show and state.is_main_process)
     for i in todo:
         shard = dataset.select(range(i * shard_rows, min(len(dataset), (i + 1) * shard_rows)))
         parts: dict[str, list[Tensor]] = {}

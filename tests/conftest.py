@@ -139,3 +139,15 @@ def cli_main(*args: str) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny models: on a busy 2-core machine extra threads only contend (tiny matmuls
+    ran ~100x slower); modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

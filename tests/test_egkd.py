@@ -46,13 +46,7 @@ MAX_LEN = 32
 N_TRAIN, N_DEV = 800, 200  # 800 train rows = two cache shards of 512
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded: tiny models only lose to thread overhead, and the numbers below were measured so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ shared fixtures

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import cli_main, read_json, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 FLAGS = ["--task", "sst2", "--max-train-examples", "100", "--max-eval-examples", "100", "--max-seq-length", "32",
          "--batch-size", "16", "--log-with", "csv", "--log-every", "1", "--epochs", "1", "--learning-rate", "1e-3"]
@@ -29,12 +29,6 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -64,11 +64,9 @@ def run_key(cfg: RunConfig) -> str:
 def get_dataloaders(train_ds, dev_ds, tokenizer, task: TaskSpec, cfg: RunConfig) -> tuple[DataLoader, DataLoader]:
     """Length-grouped shuffled batches for training; dev batches in file order (predictions keep their rows)."""
     collate = Collator(tokenizer, is_regression=task.is_regression)
-    lengths = [len(x) for x in train_ds["input_ids"]]
-    if cfg.length_grouping:
-        sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed, shuffle=True)
-    else:
-        sampler = LengthGroupedBatchSampler([0] * len(lengths), cfg.batch_size, seed=cfg.seed, shuffle=True)
+    # equal lengths make the grouped sampler a plain seeded shuffle
+    lengths = [len(x) if cfg.length_grouping else 0 for x in train_ds["input_ids"]]
+    sampler = LengthGroupedBatchSampler(lengths, cfg.batch_size, seed=cfg.seed, shuffle=True)
     # Own generators: starting a DataLoader iterator otherwise draws from the global torch RNG, so a run resumed
     # mid-epoch (one iterator start fewer) or evaluated more often would see other dropout masks.
     train_dl = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,

@@ -30,13 +30,7 @@ PAD, CLS, SEP, MASK = 0, 2, 3, 4
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are ~100x slower with several intra-op threads on a busy CPU; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_bert(num_labels: int = 2, seed: int = 0, vocab: int = 50) -> nn.Module:

@@ -17,13 +17,8 @@ PAD, CLS, SEP, MASK = 0, 2, 3, 4
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Run each test single-threaded: intra-op threads only add overhead on models this small, and
-    on a busy 2-core machine they made the selector test ~5x slower (OpenMP threads contending)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every explain test single-threaded (the selector test ran ~5x slower with contending threads)."""
 
 
 def tiny_config(num_labels: int = 2) -> BertConfig:

@@ -24,13 +24,7 @@ HARD = [
 KINDS = ("word", "wordpiece-300", "bpe-300")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded: these models are tiny, intra-op threads only contend on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def word_starts(tokenizer, text: str) -> torch.Tensor:
