@@ -229,13 +229,33 @@ def explain(
 
 @app.command()
 def report(
-    runs: Annotated[Path, typer.Argument(help="folder whose sub-folders are finished runs")],
-    out: Annotated[Path | None, typer.Option(help="Markdown file to write (a .csv is written beside it)")] = None,
+    runs: Annotated[Path, typer.Argument(help="results folder of `egkd bench glue`, or a folder of finished runs")],
+    out: Annotated[Path | None, typer.Option(help="Markdown file to write (CSV and PNG files are written beside it)")]
+    = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals vs KD")] = 2000,
 ) -> None:
-    """One table of every finished run under a folder (GLUE metrics, fidelity, consistency, cost)."""
+    """Render results: the GLUE comparison page (seeds, bootstrap vs KD, targets, plots) for a `bench glue`
+    folder, else one table of every finished run under the folder."""
+    if (runs / "results.jsonl").is_file():
+        from egkd.reports.glue import render
+
+        grid = runs / "grid.json"
+        print(render(runs, out, n_resamples=resamples, command=_grid_command(grid) if grid.is_file() else ""))
+        return
     from egkd.reports.summary import summarize
 
     print(summarize(runs, out))
+
+
+def _grid_command(grid: Path) -> str:
+    import json
+
+    g = json.loads(grid.read_text())
+    seeds = ",".join(f"{t}={n}" for t, n in g["seeds"].items())
+    return (f"egkd bench glue --tasks {','.join(g['tasks'])} --methods {','.join(g['methods'])} "
+            f"--students '{';'.join(g['students'])}' --seeds {seeds}" + (" --tune" if g["tune"] else "")
+            + (f" --max-train-examples {g['max_train_examples']}" if g.get("max_train_examples") else "")
+            + (f" --epochs {g['epochs']}" if g.get("epochs") else "") + f" --out {grid.parent}")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")
@@ -262,6 +282,56 @@ def bench_cost(
     run(teacher, student=student, task=task, methods=[m for m in methods.split(",") if m] or None,
         batch_size=batch_size, max_seq_length=max_seq_length, steps=steps, data_dir=data_dir, out=out,
         threads=threads)
+
+
+@bench_app.command("glue")
+def bench_glue(
+    tasks: Annotated[str, typer.Option(help="comma-separated GLUE tasks (run cheapest first)")]
+    = "rte,mrpc,stsb,cola,sst2",
+    methods: Annotated[str, typer.Option(help="comma-separated: ft, kd, pkd, adkd, egkd-gradient, "
+                                        "egkd-perturbation, egkd-selection, egkd-all")] = "ft,kd,pkd,egkd-gradient",
+    students: Annotated[str, typer.Option(help="students, e.g. 'layers:1,3,5,layers:2,5,bilstm' (';' also separates)")]
+    = "layers:1,3,5",
+    seeds: Annotated[str, typer.Option(help="seeds per task: N for all, or N,sst2=1 (task=N overrides)")] = "5,sst2=1",
+    out: Annotated[Path, typer.Option(help="results folder: results.jsonl, runs/, teachers/")] = Path("results"),
+    tune: Annotated[bool, typer.Option(help="tune each method's weight/temperature on dev with the first seed")]
+    = False,
+    teachers: Annotated[str, typer.Option(help="existing teacher runs, task=DIR,... (default: trained here)")] = "",
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
+    max_hours: Annotated[float | None, typer.Option(help="start no new unit after this many hours")] = None,
+    max_train_examples: Annotated[int | None, typer.Option(help="cap every task's training set (quick trials)")]
+    = None,
+    epochs: Annotated[float | None, typer.Option(help="override every run's epochs (quick trials)")] = None,
+    explain_examples: Annotated[int, typer.Option(help="dev examples for consistency and faithfulness")] = 200,
+    teacher_model: Annotated[str, typer.Option(help="model every task's teacher is fine-tuned from")]
+    = "sentence-transformers/all-MiniLM-L6-v2",
+    max_seq_length: Annotated[int | None, typer.Option(help="override every task's max length (quick trials)")]
+    = None,
+    max_eval_examples: Annotated[int | None, typer.Option(help="first N dev examples only (quick trials)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the plan (done / resumable / pending) and stop")] = False,
+) -> None:
+    """Run the GLUE grid (task x student x method x seed), resumably; `egkd report OUT` renders it."""
+    from egkd.bench.glue import Grid, run_grid, split_students
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    default, per_task = 1, {}
+    for part in (p.strip() for p in seeds.split(",") if p.strip()):
+        name, _, n = part.rpartition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise EgkdError(f"--seeds takes N or task=N with N >= 1, got {part!r}")
+        if name:
+            per_task[name] = int(n)
+        else:
+            default = int(n)
+    team = dict(p.split("=", 1) for p in teachers.split(",") if "=" in p)
+    grid = Grid(out=out, tasks=task_list, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                students=split_students(students), seeds={t: per_task.get(t, default) for t in task_list},
+                tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
+                max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
+                max_seq_length=max_seq_length, max_eval_examples=max_eval_examples)
+    left = run_grid(grid, max_hours=max_hours, dry_run=dry_run)
+    if not dry_run:
+        print(f"{left} unit(s) left; render with: egkd report {out} --out docs/results.md")
 
 
 def main(argv: list[str] | None = None) -> None:

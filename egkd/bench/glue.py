@@ -1,0 +1,370 @@
+"""``egkd bench glue``: the resumable GLUE comparison grid.
+
+Every (task, student, method, seed) is one *unit*, trained into its own run folder under ``OUT/runs`` and, once
+finished and evaluated, appended as one JSON line to ``OUT/results.jsonl`` (with its per-example dev predictions,
+so that :mod:`egkd.reports.glue` can bootstrap any comparison later). A unit whose key is in ``results.jsonl``
+is never run again; a unit that was interrupted resumes from its last checkpoint. So the grid can be run by
+several sessions in turn (``--max-hours`` stops starting new units after a time budget), and by hand as far as
+the machine allows.
+
+Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teacher, then the tuning units
+(``--tune``), then seed by seed every student and method, so that one seed of every method is finished before
+the next seed starts and a partial grid still compares all methods.
+
+Tuning protocol (``--tune``): on the first seed, each method tries the same number of settings (the
+:data:`TUNING_GRID`: the weight of its own extra term, or the KD temperature, or the learning rate for gold-label
+fine-tuning); the setting with the best dev score is fixed for every seed of that (task, student, method). Dev is
+also where results are reported, so tuned numbers are optimistic for every method alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from egkd.data.tasks import get_task
+from egkd.errors import EgkdError
+from egkd.reports.console import console
+from egkd.reports.tables import to_markdown
+
+TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# The reference settings of configs/<task>-teacher.yaml and configs/<task>-kd.yaml, cheapest task first.
+TASK_PLAN: dict[str, dict[str, Any]] = {
+    "rte": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
+    "mrpc": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
+    "stsb": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
+    "cola": {"max_seq_length": 64, "teacher_epochs": 3, "student_epochs": 3},
+    "sst2": {"max_seq_length": 64, "teacher_epochs": 2, "student_epochs": 3, "max_train_examples": 20000},
+}
+
+# method name in the grid -> RunConfig options
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "ft": {"method": "ft"},
+    "kd": {"method": "kd"},
+    "pkd": {"method": "pkd"},
+    "adkd": {"method": "adkd"},
+    "egkd-gradient": {"method": "egkd", "explainer": "gradient"},
+    "egkd-perturbation": {"method": "egkd", "explainer": "perturbation"},
+    "egkd-selection": {"method": "egkd", "explainer": "selection"},
+    "egkd-all": {"method": "egkd", "explainer": "gradient+perturbation+selection"},
+}
+
+# Three settings per method: the same tuning budget for the baselines as for egkd.
+TUNING_GRID: dict[str, list[dict[str, Any]]] = {
+    "ft": [{"learning_rate": lr} for lr in (5e-5, 1e-4, 2e-4)],
+    "kd": [{"temperature": t} for t in (1.0, 2.0, 4.0)],
+    "pkd": [{"pkd_weight": w} for w in (10.0, 100.0, 500.0)],
+    "adkd": [{"adkd_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-gradient": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-perturbation": [{"perturb_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-selection": [{"select_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-all": [{"grad_weight": w, "perturb_weight": w, "select_weight": w} for w in (0.3, 1.0, 3.0)],
+}
+
+STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
+FIRST_SEED = 42
+EXPLAIN_EXAMPLES = 200  # consistency and faithfulness on the first 200 dev examples of every unit
+
+
+def split_students(text: str) -> list[str]:
+    """``layers:1,3,5,layers:2,5,bilstm`` -> ``['layers:1,3,5', 'layers:2,5', 'bilstm']``.
+
+    Student specs contain commas themselves, so a comma starts a new student only before a known kind (or a
+    path); ``;`` always separates.
+    """
+    out: list[str] = []
+    for chunk in text.split(";"):
+        for part in chunk.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            new = re.match(rf"^({'|'.join(STUDENT_KINDS)})(:|$)", part) or "/" in part
+            if new or not out:
+                out.append(part)
+            else:
+                out[-1] += "," + part
+    return out
+
+
+def slug(student: str) -> str:
+    """A folder name for a student spec: ``layers:1,3,5`` -> ``layers-1-3-5``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", student).strip("-")
+
+
+def student_options(student: str) -> dict[str, Any]:
+    """Per-architecture training settings: randomly initialised small students need a larger learning rate
+    than a transformer cut from the teacher."""
+    if student.split(":")[0] in ("bilstm", "cnn"):
+        return {"learning_rate": 1e-3}
+    if student.startswith("config:"):
+        return {"learning_rate": 5e-4}
+    return {"learning_rate": 1e-4}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run of the grid. ``student`` is None for the teacher; ``setting`` indexes TUNING_GRID."""
+
+    task: str
+    student: str | None
+    method: str
+    seed: int
+    setting: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "teacher" if self.student is None else ("tune" if self.setting is not None else "student")
+
+    @property
+    def key(self) -> str:
+        if self.student is None:
+            return f"{self.task}/teacher"
+        tail = f"/tune{self.setting}" if self.setting is not None else ""
+        return f"{self.task}/{slug(self.student)}/{self.method}/seed{self.seed}{tail}"
+
+    def run_dir(self, root: Path) -> Path:
+        return root / "teachers" / self.task if self.student is None else root / "runs" / self.key
+
+
+@dataclass
+class Grid:
+    """What to run and where; :meth:`units` lists it in run order."""
+
+    out: Path
+    tasks: list[str]
+    methods: list[str]
+    students: list[str]
+    seeds: dict[str, int]  # task -> number of seeds
+    tune: bool = False
+    data_dir: str | None = None
+    teachers: dict[str, str] = field(default_factory=dict)  # task -> existing teacher run folder
+    explain_examples: int = EXPLAIN_EXAMPLES
+    max_train_examples: int | None = None  # cap for every task (quick trials)
+    epochs: float | None = None  # override every run's epochs (quick trials)
+    max_seq_length: int | None = None  # override the task's length (quick trials)
+    max_eval_examples: int | None = None  # first N dev examples only (quick trials; tests)
+    teacher_model: str = TEACHER_MODEL
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASK_PLAN]
+        if unknown:
+            raise EgkdError(f"unknown task(s) {', '.join(unknown)} for the GLUE grid; "
+                            f"choose from {', '.join(TASK_PLAN)}")
+        bad = [m for m in self.methods if m not in METHOD_OPTIONS]
+        if bad:
+            raise EgkdError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_OPTIONS)}")
+        if not self.students:
+            raise EgkdError("--students is empty: give at least one, e.g. layers:1,3,5")
+        self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
+
+    def units(self, chosen: dict[str, int] | None = None) -> Iterator[Unit]:
+        """Run order; tuning units come before the seeds they decide (``chosen``: key prefix -> setting)."""
+        for task in self.tasks:
+            yield Unit(task, None, "ft", FIRST_SEED)
+            if self.tune:
+                for student in self.students:
+                    for method in self.methods:
+                        for i in range(len(TUNING_GRID[method])):
+                            yield Unit(task, student, method, FIRST_SEED, setting=i)
+            for s in range(self.seeds.get(task, 1)):
+                for student in self.students:
+                    for method in self.methods:
+                        yield Unit(task, student, method, FIRST_SEED + s)
+
+    def options(self, unit: Unit, setting: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The RunConfig options of ``unit`` (for students: ``setting`` is the tuned one, or the tuning try)."""
+        plan = TASK_PLAN[unit.task]
+        opts: dict[str, Any] = {"task": unit.task, "data_dir": self.data_dir, "seed": unit.seed,
+                                "max_seq_length": self.max_seq_length or plan["max_seq_length"], "batch_size": 32,
+                                "log_with": "csv", "max_eval_examples": self.max_eval_examples,
+                                "max_train_examples": self.max_train_examples or plan.get("max_train_examples")}
+        if unit.student is None:
+            opts.update(model=self.teacher_model, epochs=self.epochs or plan["teacher_epochs"], learning_rate=5e-5)
+            return opts
+        opts.update(teacher=self.teacher_dir(unit.task), student=unit.student,
+                    epochs=self.epochs or plan["student_epochs"], alpha=0.9, temperature=2.0,
+                    **student_options(unit.student), **METHOD_OPTIONS[unit.method])
+        if unit.setting is not None:
+            setting = TUNING_GRID[unit.method][unit.setting]
+        opts.update(setting or {})
+        return opts
+
+    def teacher_dir(self, task: str) -> str:
+        return self.teachers.get(task) or str(Unit(task, None, "ft", FIRST_SEED).run_dir(self.out))
+
+
+# ------------------------------------------------------------------------------------------------ results
+def read_results(out: Path) -> dict[str, dict[str, Any]]:
+    """key -> record of every finished unit (the last line wins if a unit was recorded twice)."""
+    path = out / "results.jsonl"
+    records: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: that unit simply runs again
+                console.print(f"[yellow]{path}:{n} is not valid JSON (an interrupted write?); ignoring it[/]")
+                continue
+            records[rec["key"]] = rec
+    return records
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One results.jsonl line: the unit, its settings, its metrics and its per-example dev predictions."""
+    spec = get_task(unit.task)
+    split = metrics.get("split", spec.dev_splits[0])
+    rows = [json.loads(x) for x in (run / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]
+    expl = metrics.get("explanations", {})
+    consistency = expl.get("consistency", {})
+    faith = expl.get("faithfulness", {}).get("student", {})
+    training = metrics.get("training", {})
+    return {
+        "key": unit.key, "kind": unit.kind, "task": unit.task, "student": unit.student, "method": unit.method,
+        "seed": unit.seed, "setting": unit.setting, "run": os.path.relpath(run, root),
+        "options": {k: v for k, v in options.items() if k not in ("data_dir", "teacher")},
+        "metrics": {k: metrics[k] for k in spec.metrics}, "score": metrics[spec.main_metric],
+        "main_metric": spec.main_metric,
+        "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
+        "consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
+        "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+        "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
+        "speedup": metrics.get("speedup"),
+        "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),
+        "steps": training.get("steps"),
+        "idx": [r["idx"] for r in rows], "labels": [r["label"] for r in rows],
+        "predictions": [r["prediction"] for r in rows],
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    }
+
+
+def append_record(out: Path, record: dict[str, Any]) -> None:
+    with (out / "results.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any] | None:
+    """The tuned setting for a seed unit: the best-scoring finished tuning try (None without --tune).
+
+    Raises when tuning is on but not finished for this (task, student, method): the seeds wait for it.
+    """
+    if not grid.tune:
+        return None
+    tries = [done.get(Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i).key)
+             for i in range(len(TUNING_GRID[unit.method]))]
+    if any(t is None for t in tries):
+        raise EgkdError(f"tuning of {unit.key} is not finished")
+    best = max(tries, key=lambda t: t["score"])  # type: ignore[union-attr]
+    return TUNING_GRID[unit.method][best["setting"]]
+
+
+# ------------------------------------------------------------------------------------------------- running
+def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) the unit's run, evaluate it with explanation metrics, return its record."""
+    from egkd import api
+
+    run = Path(grid.teacher_dir(unit.task)) if unit.student is None else unit.run_dir(grid.out)
+    finished = (run / "metrics.json").is_file() and (run / "model.safetensors").is_file()
+    external = unit.student is None and unit.task in grid.teachers
+    if finished and not external:
+        check_finished_run(run, options)
+    elif external:
+        raise EgkdError(f"--teachers gives {run} for {unit.task}, but it is not a finished run (no metrics.json)")
+    else:
+        resume = (run / "checkpoints" / "last").is_dir()
+        opts = {**options, "out": str(run), "resume": resume, "overwrite": run.is_dir() and not resume}
+        if unit.student is None:
+            api.finetune(**opts)
+        else:
+            api.distill(**opts)
+    if unit.student is None:
+        metrics = json.loads((run / "metrics.json").read_text())
+    else:
+        metrics = api.evaluate(run, explanations=True, max_explain_examples=grid.explain_examples, show=False,
+                               max_examples=grid.max_eval_examples)
+    return make_record(unit, run, grid.out, options, metrics)
+
+
+def check_finished_run(run: Path, options: dict[str, Any]) -> None:
+    """A finished run is reused only if it was trained with the unit's settings (the grid may have changed)."""
+    from egkd.api import read_run_config
+
+    cfg = read_run_config(run)
+    if cfg is None:
+        return
+    differ = [k for k, v in options.items()
+              if k not in ("data_dir", "teacher", "log_with") and hasattr(cfg, k) and getattr(cfg, k) != v]
+    if differ:
+        raise EgkdError(f"{run} was trained with other settings ({', '.join(differ)}); delete it to rerun the unit")
+
+
+def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for u in grid.units():
+        rec = done.get(u.key)
+        state = "done" if rec else ("resumable" if (u.run_dir(grid.out) / "checkpoints" / "last").is_dir()
+                                    else "pending")
+        rows.append([u.key, u.kind, state, "-" if not rec else f"{rec['main_metric']} {rec['score']:.2f}"])
+    return to_markdown(["unit", "kind", "state", "dev score"], rows)
+
+
+def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True) -> int:
+    """Run every unfinished unit in order; returns how many units are still unfinished."""
+    grid.out.mkdir(parents=True, exist_ok=True)
+    done = read_results(grid.out)
+    units = list(grid.units())
+    if dry_run:
+        console.print(plan_table(grid, done))
+        return sum(u.key not in done for u in units)
+    (grid.out / "grid.json").write_text(json.dumps({
+        "tasks": grid.tasks, "methods": grid.methods, "students": grid.students, "seeds": grid.seeds,
+        "tune": grid.tune, "max_train_examples": grid.max_train_examples, "epochs": grid.epochs,
+        "explain_examples": grid.explain_examples, "teacher_model": grid.teacher_model}, indent=2))
+    start, failed = time.monotonic(), []
+    pending = [u for u in units if u.key not in done]
+    console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
+                  f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
+    for n, unit in enumerate(pending, 1):
+        if max_hours is not None and time.monotonic() - start > max_hours * 3600:
+            console.print(f"[yellow]--max-hours {max_hours} reached: stopping before {unit.key}; rerun to go on[/]")
+            break
+        if unit.task in {u.task for u in failed if u.student is None}:
+            continue  # no teacher, no students
+        try:
+            setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
+            console.rule(f"[{n}/{len(pending)}] {unit.key}")
+            record = run_unit(grid, unit, grid.options(unit, setting))
+        except Exception as e:  # one broken unit must not stop a grid that runs for hours
+            if not keep_going:
+                raise
+            failed.append(unit)
+            msg = str(e) if isinstance(e, EgkdError) else traceback.format_exc(limit=3)
+            console.print(f"[red]unit {unit.key} failed: {msg.strip().splitlines()[-1]}[/]")
+            with (grid.out / "failures.jsonl").open("a") as f:
+                f.write(json.dumps({"key": unit.key, "error": msg, "at": datetime.now(timezone.utc).isoformat()})
+                        + "\n")
+            continue
+        append_record(grid.out, record)
+        done[unit.key] = record
+    left = sum(u.key not in done for u in units)
+    console.print(f"{len(units) - left} of {len(units)} units done" + (f", {len(failed)} failed (see "
+                  f"{grid.out / 'failures.jsonl'})" if failed else ""))
+    return left

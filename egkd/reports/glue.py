@@ -1,0 +1,261 @@
+"""``egkd report RESULTS``: the GLUE comparison page rendered from ``results.jsonl`` of ``egkd bench glue``.
+
+Everything on the page is computed here from the runner's records: means ± std over seeds, each method against
+vanilla KD with a paired bootstrap interval pooled over seeds (:mod:`egkd.evaluation.bootstrap`), explanation
+consistency and faithfulness, training cost per epoch as a ratio to KD, parameters and inference speed relative
+to the teacher, the issue's targets (reached or not, by how much) and two plots.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from egkd.bench.glue import TASK_PLAN, read_results
+from egkd.data.tasks import get_task
+from egkd.errors import EgkdError
+from egkd.evaluation.bootstrap import Difference, paired_bootstrap
+from egkd.reports.tables import to_markdown, write_csv
+
+Group = list[dict[str, Any]]  # the records of one (task, student, method), one per seed
+EGKD_PREFIX = "egkd"
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def groups_of(records: dict[str, dict[str, Any]]) -> tuple[dict[str, dict], dict[tuple[str, str, str], Group]]:
+    """(task -> teacher record, (task, student, method) -> seed records sorted by seed)."""
+    teachers = {r["task"]: r for r in records.values() if r["kind"] == "teacher"}
+    groups: dict[tuple[str, str, str], Group] = defaultdict(list)
+    for r in records.values():
+        if r["kind"] == "student":
+            groups[(r["task"], r["student"], r["method"])].append(r)
+    return teachers, {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def versus(group: Group, baseline: Group, metric: str, n_resamples: int = 2000) -> Difference | None:
+    """Paired bootstrap of ``metric``: group minus baseline over the seeds both ran, examples aligned by idx."""
+    base = {r["seed"]: r for r in baseline}
+    pairs = [(r, base[r["seed"]]) for r in group if r["seed"] in base]
+    if not pairs:
+        return None
+    idx = pairs[0][1]["idx"]
+    labels = np.asarray(pairs[0][1]["labels"])
+
+    def aligned(rec: dict[str, Any]) -> np.ndarray:
+        if rec["idx"] != idx:
+            pos = dict(zip(rec["idx"], rec["predictions"], strict=True))
+            return np.asarray([pos[i] for i in idx])
+        return np.asarray(rec["predictions"])
+
+    a = np.stack([aligned(r) for r, _ in pairs])
+    b = np.stack([aligned(k) for _, k in pairs])
+    return paired_bootstrap(metric, labels, a, b, n_resamples=n_resamples)
+
+
+def _cost_ratio(group: Group, kd: Group | None) -> float | None:
+    mine, base = _mean([r["seconds_per_epoch"] for r in group]), _mean([r["seconds_per_epoch"] for r in kd or []])
+    return None if mine is None or not base else mine / base
+
+
+def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group],
+              n_resamples: int) -> tuple[list[str], list[list[str]], dict[tuple[str, str], dict[str, Any]]]:
+    """The task's table (teacher on top, best student value per column in bold) and per-row numbers."""
+    spec = get_task(task)
+    header = ["student", "method", "seeds", *[f"{m} (mean ± std)" for m in spec.metrics],
+              f"Δ {spec.main_metric} vs KD [95% CI]", "fidelity", "consistency", "comp. AOPC", "suff. AOPC",
+              "params vs teacher", "speed vs teacher", "train cost vs KD"]
+    rows: list[list[str]] = []
+    if teacher:
+        rows.append(["(teacher)", "ft", "1", *[f"{teacher['metrics'][m]:.2f}" for m in spec.metrics],
+                     "-", "-", "-", "-", "-", "1.00", "1.00x", "-"])
+    stats: dict[tuple[str, str], dict[str, Any]] = {}
+    mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
+    for (student, method), group in sorted(mine.items()):
+        kd = mine.get((student, "kd"))
+        diff = versus(group, kd, spec.main_metric, n_resamples) if kd and method != "kd" else None
+        scores = {m: [r["metrics"][m] for r in group] for m in spec.metrics}
+        st = {
+            "score": statistics.fmean(scores[spec.main_metric]), "diff": diff,
+            "consistency": _mean([r["consistency"] for r in group]), "fidelity": _mean([r["fidelity"] for r in group]),
+            "comp": _mean([r["comprehensiveness"] for r in group]), "suff": _mean([r["sufficiency"] for r in group]),
+            "params": _mean([r["parameters"] / r["teacher_parameters"] for r in group if r["teacher_parameters"]]),
+            "speed": _mean([r["speedup"] for r in group]), "cost": _cost_ratio(group, kd), "n": len(group),
+        }
+        stats[(student, method)] = st
+        ci = "-" if diff is None else (f"{diff.delta:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+                                       + (" *" if diff.significant else ""))
+        rows.append([student, method, str(len(group)),
+                     *[f"{statistics.fmean(v):.2f} ± {_std(v):.2f}" for v in scores.values()], ci,
+                     _fmt(st["fidelity"], 1), _fmt(st["consistency"]), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
+                     _fmt(st["params"]), "-" if st["speed"] is None else f"{st['speed']:.2f}x",
+                     "-" if st["cost"] is None else f"{st['cost']:.2f}x"])
+    _bold_best(rows, header, start=1 if teacher else 0)
+    return header, rows, stats
+
+
+def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
+    """Mark the best student value of each metric and of consistency (higher is better)."""
+    for col, name in enumerate(header):
+        if not (name.endswith("(mean ± std)") or name == "consistency"):
+            continue
+        values = [(float(r[col].split(" ")[0]), i) for i, r in enumerate(rows[start:], start) if r[col] != "-"]
+        if len(values) > 1:
+            best = max(values)[0]
+            for v, i in values:
+                if v == best:
+                    rows[i][col] = f"**{rows[i][col]}**"
+
+
+def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]]
+                 ) -> tuple[list[str], list[list[str]], dict[tuple[str, str], float]]:
+    """Main metric per task and the average over the tasks every row has (teacher first)."""
+    header = ["student", "method", *tasks, "average", "% of teacher"]
+    teacher_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
+    rows = [["(teacher)", "ft", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
+             _fmt(teacher_avg), "100.0"]]
+    averages = {}
+    keys = sorted({k for s in stats.values() for k in s})
+    for key in keys:
+        scores = [stats[t].get(key, {}).get("score") for t in tasks]
+        complete = all(s is not None for s in scores)
+        avg = _mean(scores) if complete else None
+        t_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
+        if avg is not None:
+            averages[key] = avg
+        rows.append([*key, *[_fmt(s) for s in scores], _fmt(avg) if complete else "(incomplete)",
+                     _fmt(100 * avg / t_avg, 1) if avg is not None and t_avg else "-"])
+    return header, rows, averages
+
+
+def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
+            averages: dict[tuple[str, str], float]) -> list[str]:
+    """The issue's four targets, each stated as reached or missed, with the measured number."""
+    lines = []
+    students = sorted({s for t in stats.values() for s, _ in t})
+    for student in students:
+        egkd = {m for t in stats.values() for s, m in t if s == student and m.startswith(EGKD_PREFIX)}
+        kd_avg = averages.get((student, "kd"))
+        best = max(((averages[(student, m)], m) for m in egkd if (student, m) in averages), default=None)
+        if best and kd_avg is not None:
+            per_task = [stats[t][(student, best[1])]["diff"] for t in tasks]
+            wins = sum(d is not None and d.delta > 0 for d in per_task)
+            sig = sum(d is not None and d.significant and d.delta > 0 for d in per_task)
+            gain = best[0] - kd_avg
+            lines.append(f"- **{student}: best EGKD family beats KD by >= 1.0 on the average and on each task**: "
+                         f"{'reached' if gain >= 1.0 and wins == len(tasks) else 'missed'} — {best[1]} "
+                         f"{gain:+.2f} on the {len(tasks)}-task average; ahead on {wins}/{len(tasks)} tasks, "
+                         f"significantly (95% CI excludes 0) on {sig}.")
+        else:
+            lines.append(f"- **{student}: EGKD vs KD average**: not measurable yet (needs KD and an EGKD family on "
+                         f"every task of the grid).")
+        t_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
+        kept = [(100 * v / t_avg, m) for (s, m), v in averages.items() if s == student and t_avg]
+        if kept:
+            best_kept = max(kept)
+            lines.append(f"- **{student} keeps >= 97 % of the teacher's average**: "
+                         f"{'reached' if best_kept[0] >= 97 else 'missed'} — "
+                         f"best {best_kept[0]:.1f} % ({best_kept[1]}).")
+        costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
+        egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
+        if egkd_costs:
+            worst = max(egkd_costs.items(), key=lambda kv: kv[1])
+            ad = costs.get("adkd")
+            lines.append(f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: "
+                         f"{'reached' if worst[1] <= 1.5 and (ad is None or worst[1] < ad) else 'missed'} — "
+                         + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
+                         + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
+                         "of the grid's runs; see the cost benchmark for same-batch ratios).")
+        for m in sorted(egkd):
+            cons = [stats[t].get((student, m), {}).get("consistency") for t in tasks]
+            if all(c is not None for c in cons):
+                lines.append(f"- **{student} {m}: consistency >= 0.6 on every task**: "
+                             f"{'reached' if min(cons) >= 0.6 else 'missed'} — "  # type: ignore[type-var]
+                             + ", ".join(f"{t} {c:.2f}" for t, c in zip(tasks, cons, strict=True)) + ".")
+    return lines
+
+
+def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]]) -> list[Path]:
+    """Average main metric against training cost (x KD) and against consistency, one point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for s in stats.values() for k in s})
+    written = []
+    for name, x_key, x_label in (("cost", "cost", "training cost per epoch (x KD)"),
+                                 ("consistency", "consistency", "teacher-student consistency (Spearman)")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            xs = [stats[t][key][x_key] for t in tasks if key in stats[t] and stats[t][key][x_key] is not None]
+            ys = [stats[t][key]["score"] for t in tasks if key in stats[t] and stats[t][key][x_key] is not None]
+            if xs:
+                ax.scatter(statistics.fmean(xs), statistics.fmean(ys), label=f"{key[1]} ({key[0]})")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"dev main metric, mean over {', '.join(tasks)}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out.with_name(f"{out.stem}-metric-vs-{name}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000, command: str = "") -> str:
+    """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots."""
+    root = Path(results)
+    records = read_results(root)
+    if not records:
+        raise EgkdError(f"no results in {root / 'results.jsonl'}: run `egkd bench glue --out {root}` first")
+    teachers, groups = groups_of(records)
+    tasks = [t for t in TASK_PLAN if t in teachers or any(k[0] == t for k in groups)]
+    stamp = max(r["finished"] for r in records.values())
+    hosts = sorted({f"{r['machine']['cpu']} ({r['machine']['threads']} threads, torch {r['machine']['torch']})"
+                    for r in records.values()})
+    parts = [f"# GLUE comparison\n\nRendered {datetime.now(timezone.utc):%Y-%m-%d} by `egkd report` from "
+             f"`{root / 'results.jsonl'}` ({len(records)} finished units, last finished {stamp}). "
+             f"Machine(s): {'; '.join(hosts)}.\n"]
+    if command:
+        parts.append(f"Grid command: `{command}`\n")
+    parts.append("Dev sets; `*` marks a difference whose 95 % paired-bootstrap interval (examples resampled, "
+                 f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
+                 "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
+                 "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
+                 "sufficiency (lower is better) of the student's own maps.\n")
+    stats: dict[str, dict[tuple[str, str], dict]] = {}
+    for task in tasks:
+        header, rows, stats[task] = task_rows(task, teachers.get(task), groups, n_resamples)
+        spec = get_task(task)
+        parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric})\n\n" + to_markdown(header, rows))
+        if out:
+            write_csv(Path(out).with_name(f"{Path(out).stem}-{task}.csv"), header, rows)
+    header, rows, averages = average_rows(tasks, teachers, stats)
+    parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))
+    parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages)) + "\n")
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pngs = plots(out, tasks, stats)
+        parts.append("## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n")
+        out.write_text("\n".join(parts))
+    return "\n".join(parts)

@@ -1,0 +1,100 @@
+"""``egkd bench glue`` and ``egkd report`` end to end on a tiny teacher and a slice of the real RTE files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
+
+from egkd.bench.glue import Grid, Unit, split_students
+from egkd.errors import EgkdError
+
+pytestmark = pytest.mark.slow
+
+
+def test_split_students_keeps_commas_inside_a_spec():
+    assert split_students("layers:1,3,5,layers:2,5,bilstm") == ["layers:1,3,5", "layers:2,5", "bilstm"]
+    assert split_students("cnn:filters=100,kernels=3-4-5;config:layers=2,hidden=256") == [
+        "cnn:filters=100,kernels=3-4-5", "config:layers=2,hidden=256"]
+
+
+def test_grid_order_and_settings(tmp_path):
+    grid = Grid(out=tmp_path, tasks=["sst2", "rte"], methods=["kd", "egkd-gradient"], students=["layers:1,3,5"],
+                seeds={"rte": 2, "sst2": 1}, tune=True)
+    keys = [u.key for u in grid.units()]
+    assert keys[0] == "rte/teacher" and keys.index("sst2/teacher") > keys.index("rte/layers-1-3-5/kd/seed43")
+    # tuning tries (3 per method) come before the seeds they decide; seed-major order afterwards
+    assert keys[1:7] == [f"rte/layers-1-3-5/{m}/seed42/tune{i}" for m in ("kd", "egkd-gradient") for i in range(3)]
+    assert keys[7:11] == ["rte/layers-1-3-5/kd/seed42", "rte/layers-1-3-5/egkd-gradient/seed42",
+                          "rte/layers-1-3-5/kd/seed43", "rte/layers-1-3-5/egkd-gradient/seed43"]
+    opts = grid.options(Unit("rte", "layers:1,3,5", "egkd-gradient", 43, setting=2))
+    assert (opts["method"], opts["explainer"], opts["grad_weight"], opts["seed"]) == ("egkd", "gradient", 3.0, 43)
+    assert opts["teacher"] == str(tmp_path / "teachers" / "rte")
+    with pytest.raises(EgkdError, match="unknown method"):
+        Grid(out=tmp_path, tasks=["rte"], methods=["kd", "tinybert"], students=["layers:1"], seeds={})
+
+
+@pytest.fixture(scope="module")
+def grid_out(glue_dir, minilm_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results"
+    args = ["bench", "glue", "--tasks", "rte", "--methods", "kd,egkd-gradient", "--students", "layers:1",
+            "--seeds", "2", "--teacher-model", TINY_TEACHER_MODEL, "--max-train-examples", "48",
+            "--max-eval-examples", "40", "--max-seq-length", "32", "--epochs", "1", "--explain-examples", "16",
+            "--data-dir", glue_dir, "--out", out]
+    assert cli_main(*args) == 0
+    return out, args
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_grid_writes_one_record_per_unit(grid_out):
+    out, _ = grid_out
+    recs = _records(out)
+    assert [r["key"] for r in recs] == ["rte/teacher", "rte/layers-1/kd/seed42", "rte/layers-1/egkd-gradient/seed42",
+                                        "rte/layers-1/kd/seed43", "rte/layers-1/egkd-gradient/seed43"]
+    student = recs[2]
+    assert student["options"]["explainer"] == "gradient" and student["seed"] == 42
+    assert len(student["predictions"]) == len(student["labels"]) == len(student["idx"]) == 40
+    assert -1.0 <= student["consistency"] <= 1.0 and student["parameters"] < student["teacher_parameters"]
+    # the record's score is the run's own metrics.json, and its predictions are the run's prediction file
+    run = out / student["run"]
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] == student["score"]
+    assert (run / "model.safetensors").is_file()
+    # the two seeds are two trainings (data order, dropout), not one run recorded twice
+    w42, w43 = (load_tensors(out / recs[i]["run"] / "model.safetensors") for i in (1, 3))
+    assert any(not torch.equal(w42[k], w43[k]) for k in w42)
+
+
+def test_rerun_runs_nothing_and_refuses_a_changed_run(grid_out, capsys):
+    out, args = grid_out
+    before = (out / "results.jsonl").read_text()
+    assert cli_main(*args) == 0
+    shown = capsys.readouterr()
+    assert "5 of 5 units done, 0 to run" in shown.out + shown.err
+    assert (out / "results.jsonl").read_text() == before
+    # a unit whose record is gone but whose finished run was trained with other settings is refused, not reused
+    lines = before.splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])  # + a cut line
+    changed = list(args)
+    changed[changed.index("--epochs") + 1] = "2"
+    assert cli_main(*changed) == 0
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert any("other settings (epochs)" in f["error"] for f in failures)
+    (out / "results.jsonl").write_text(before)  # the report test reads the full grid
+
+
+def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
+    out, _ = grid_out
+    page = tmp_path / "results.md"
+    assert cli_main("report", out, "--out", page, "--resamples", "200") == 0
+    text = page.read_text()
+    assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
+    row = next(line for line in text.splitlines() if "| egkd-gradient |" in line)
+    assert "| 2 |" in row and "[" in row  # two seeds and a bootstrap interval vs KD
+    assert "## Targets" in text and "consistency >= 0.6 on every task" in text
+    for name in ("results-metric-vs-cost.png", "results-metric-vs-consistency.png", "results-rte.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
