@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig, build_config, load_yaml
+from egkd.data.augment import augment_split
 from egkd.data.glue import load_split
 from egkd.data.tasks import TaskSpec, get_task
 from egkd.data.tokenize import Collator, tokenize_split
@@ -108,6 +109,8 @@ def load_tokenized(task: TaskSpec, split: str, tokenizer, cfg: RunConfig, max_ex
     """
     with PartialState().main_process_first() if all_processes else contextlib.nullcontext():
         ds = load_split(task, split, cfg.data_dir, max_examples)
+        if split == "train" and cfg.augment:
+            ds = augment_split(ds, cfg.augment, p_mask=cfg.augment_mask, p_ngram=cfg.augment_ngram)
         return tokenize_split(ds, tokenizer, task, cfg.max_seq_length, cache_dir=cache_root() / "tokenized")
 
 
@@ -210,6 +213,9 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
         raise EgkdError("distill needs a teacher: pass --teacher RUN_DIR (a fine-tuned model)")
     if cfg.method not in METHODS:
         raise EgkdError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.augment and (kind == "finetune" or cfg.method == "ft"):
+        raise EgkdError("--augment adds copies without gold labels that only a teacher can label: use it with "
+                        "--method kd, pkd, egkd or adkd")
     out_dir = prepare_out_dir(cfg.out, cfg.overwrite, cfg.resume)
     state = PartialState()
     # a resumed run keeps its config.yaml until its checkpoint has accepted the settings (a refused resume

@@ -64,12 +64,16 @@ HELP = {
     "rationale_budget": "share of units in the teacher's rationale (selection family)",
     "perturb_fraction": "share of each batch given occluded copies",
     "select_fraction": "share of each batch given the rationale-only and complement forwards",
+    "augment": "add N teacher-labelled copies of each training example (masked words, n-grams; Tang et al.)",
+    "augment_mask": "augmentation: probability of masking each word",
+    "augment_ngram": "augmentation: probability of cutting a copy to a random 1-5-gram",
 }
 COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "max_seq_length",
           "max_train_examples", "max_eval_examples", "seed", "overwrite", "resume", "eval_batch_size",
           "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum_steps", "mixed_precision",
           "deterministic", "eval_every", "save_every", "log_with", "log_every", "length_grouping", "keep_best"]
-DISTILL = ["teacher", "student", "method", "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
+DISTILL = ["teacher", "student", "method", "augment", "augment_mask", "augment_ngram",
+           "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
            "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
            "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction", "select_weight",
            "rationale_budget", "comp_weight", "select_fraction", "adkd_weight", "adkd_steps", "adkd_top_k"]

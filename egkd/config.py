@@ -34,6 +34,9 @@ class RunConfig:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     length_grouping: bool = True
+    augment: int = 0  # augmented, teacher-labelled copies per training example (Tang et al. 2019); 0 = off
+    augment_mask: float = 0.1  # probability of masking each word of a copy
+    augment_ngram: float = 0.25  # probability of cutting a copy down to a random 1-5-gram
 
     # optimisation
     epochs: float = 3.0

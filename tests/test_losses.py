@@ -83,6 +83,21 @@ def test_gold_loss_regression_mse():
     assert float(GoldLoss(1.0)(out)) == pytest.approx(np.mean((preds[:, 0] - labels) ** 2), rel=1e-6)
 
 
+def test_gold_loss_skips_rows_without_a_gold_label():
+    """Augmented copies carry label -1: the gold term is the mean over the labelled rows only."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(6, 2))
+    labels = np.array([1, -1, 0, -1, 1, 0])
+    keep = labels >= 0
+    expected = -_log_softmax(logits[keep])[np.arange(keep.sum()), labels[keep]].mean()
+    out = StepOutputs(batch={"labels": torch.tensor(labels)}, student_logits=torch.tensor(logits, dtype=torch.float32))
+    assert float(GoldLoss(1.0)(out)) == pytest.approx(expected, rel=1e-5)
+    none = torch.tensor(logits, dtype=torch.float32, requires_grad=True)
+    zero = GoldLoss(1.0)(StepOutputs(batch={"labels": torch.full((6,), -1)}, student_logits=none))
+    zero.backward()
+    assert float(zero.detach()) == 0.0 and none.grad is not None and float(none.grad.abs().sum()) == 0.0
+
+
 class _Const(LossTerm):
     def __init__(self, name: str, value: float, weight: float) -> None:
         super().__init__(weight)

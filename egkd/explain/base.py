@@ -118,7 +118,9 @@ def resolve_target(kind: str, logits_teacher: Tensor, labels: Tensor | None = No
     if kind == "gold":
         if labels is None:
             raise EgkdError("target 'gold' needs labels in the batch")
-        return labels.long().to(logits_teacher.device)
+        gold = labels.long().to(logits_teacher.device)
+        # rows without a gold label (-1: augmented copies) explain the teacher's prediction instead
+        return torch.where(gold >= 0, gold, logits_teacher.argmax(-1))
     raise EgkdError(f"unknown explanation target {kind!r}; use 'pred' or 'gold'")
 
 

@@ -58,6 +58,10 @@ class GoldLoss(LossTerm):
 
     def __call__(self, out: StepOutputs) -> Tensor:
         logits, labels = out.student_logits, out.batch["labels"]
+        labelled = labels >= 0  # augmented copies (label -1) have no gold label; KD teaches them
+        if not labelled.any():
+            return logits.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact
+        logits, labels = logits[labelled], labels[labelled]
         if logits.shape[-1] == 1:
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         return F.cross_entropy(logits.float(), labels.long())

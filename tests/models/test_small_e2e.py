@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -88,3 +89,17 @@ def test_word_students_refuse_pkd(tiny_teacher, glue_dir, tmp_path_factory, caps
                     "--data-dir", glue_dir, "--out", out, *FLAGS)
     assert code != 0
     assert "own" in capsys.readouterr().err
+
+
+def test_augmented_bilstm_learns_the_copies_from_the_teacher(tiny_teacher, glue_dir, tmp_path, capsys):
+    """--augment adds teacher-labelled copies: the run trains on more rows than the slice, gold-less ones too."""
+    out = tmp_path / "aug"
+    assert cli_main("distill", "--teacher", tiny_teacher, "--student", "bilstm:hidden=16,embed=16", "--method",
+                    "egkd", "--explainer", "gradient", "--augment", "2", "--data-dir", glue_dir, "--out", out,
+                    *FLAGS) == 0
+    shown = capsys.readouterr()
+    n_train = int(re.search(r"on sst2 \((\d+) train", shown.out + shown.err).group(1))
+    assert 100 < n_train <= 300
+    assert (out / "model.safetensors").is_file()
+    assert cli_main("distill", "--teacher", tiny_teacher, "--student", "layers:1", "--method", "ft", "--augment",
+                    "1", "--data-dir", glue_dir, "--out", tmp_path / "ft", *FLAGS) == 2
