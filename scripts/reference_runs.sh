@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference runs of docs/results.md: one all-MiniLM-L6-v2 teacher per task and its 3-layer students.
+# The reference runs of docs/measurements.md: one all-MiniLM-L6-v2 teacher per task and its 3-layer students.
 # Finished runs (metrics.json present) are skipped; interrupted ones resume from their last checkpoint.
 #   bash scripts/reference_runs.sh                 # every task
 #   bash scripts/reference_runs.sh mrpc rte        # some tasks

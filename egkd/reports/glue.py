@@ -221,6 +221,45 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
     return written
 
 
+def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
+    """How the numbers were made, and how much of the planned grid they cover."""
+    import json
+
+    from egkd.bench.glue import FIRST_SEED, METHOD_OPTIONS, TUNING_GRID, Grid
+
+    lines = ["## Protocol\n",
+             "- One teacher per task: all-MiniLM-L6-v2 fine-tuned on the task (3 epochs, 2 for SST-2; lr 5e-5, "
+             "batch 32), shared by every student and method; its caches (logits, explanations) are built once.",
+             "- Students: " + ", ".join(f"`{k}`" for k in sorted({r['student'] for r in records.values()
+                                                                  if r['student']}))
+             + ". Every method trains with the same optimiser, epochs (4; 3 for CoLA and SST-2), lr (1e-4 for "
+             "transformer students, 1e-3 for BiLSTM/CNN), batch 32, KD weight alpha 0.9 and T 2; the method "
+             "adds its own terms at egkd's defaults (`egkd distill --help`).",
+             "- Lengths: 128 tokens (RTE, MRPC, STS-B), 64 (CoLA, SST-2); SST-2 trains on its first 20,000 "
+             "examples.",
+             f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
+             "- Explanation metrics on the first 200 dev examples of every run."]
+    grid_file = root / "grid.json"
+    if grid_file.is_file():
+        g = json.loads(grid_file.read_text())
+        if g.get("tune"):
+            lines.append("- Tuning (`--tune`): on the first seed each method tried the same number of settings ("
+                         + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
+                                                          for t in TUNING_GRID[m]) for m in g["methods"])
+                         + "); the best dev score was fixed for the other seeds.")
+        else:
+            lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
+        grid = Grid(out=root, tasks=g["tasks"], methods=[m for m in g["methods"] if m in METHOD_OPTIONS],
+                    students=g["students"], seeds=g["seeds"], tune=g.get("tune", False))
+        planned = list(grid.units())
+        missing = [u for u in planned if u.key not in records]
+        lines.append(f"- Last grid: {len(planned) - len(missing)} of {len(planned)} planned units finished"
+                     + (": not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:12])
+                        + (f" and {len(missing) - 12} more" if len(missing) > 12 else "") if missing else "")
+                     + ". `egkd bench glue` with the same flags resumes it.")
+    return "\n".join(lines) + "\n"
+
+
 def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000, command: str = "") -> str:
     """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots."""
     root = Path(results)
@@ -242,6 +281,7 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
                  "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
                  "sufficiency (lower is better) of the student's own maps.\n")
+    parts.append(protocol(root, records))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
     for task in tasks:
         header, rows, stats[task] = task_rows(task, teachers.get(task), groups, n_resamples)
