@@ -47,6 +47,7 @@ from egkd.training.trackers import make_accelerator, process_state
 
 METHODS = ("ft", "kd", "pkd", "egkd", "adkd")
 FAMILIES = ("gradient", "perturbation", "selection")
+TARGETS = ("pred", "gold", "all")  # explanation targets: teacher's class, gold class, every class (multi-view)
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "model.safetensors")
 
 
@@ -176,14 +177,22 @@ def cache_specs(cfg: RunConfig, terms: list[LossTerm], units: str = "token") -> 
     are always cached: the teacher cannot read the student's tokens.
     """
     specs = []
+    if cfg.explain_target not in TARGETS:
+        raise EgkdError(f"--explain-target must be one of {', '.join(TARGETS)}, not {cfg.explain_target!r}")
+    if cfg.explain_target == "all" and units == "word":
+        raise EgkdError("--explain-target all (multi-view) needs a student that shares the teacher's tokenizer; "
+                        "use pred or gold for word-level students")
+    # multi-view concerns the gradient maps; the perturbation and selection terms already match the teacher's
+    # whole output distribution, and their maps (sampling, rationale) follow the teacher's prediction
+    single = "pred" if cfg.explain_target == "all" else cfg.explain_target
     for t in terms:
         if t.cache_family == "gradient":
             specs.append(CacheSpec("gradient", explainer=cfg.teacher_explainer, target=cfg.explain_target,
                                    units=units))
         elif t.cache_family == "perturbation":
-            specs.append(CacheSpec("perturbation", target=cfg.explain_target, units=units))
+            specs.append(CacheSpec("perturbation", target=single, units=units))
         elif t.cache_family == "selection":
-            specs.append(CacheSpec("selection", explainer=cfg.teacher_explainer, target=cfg.explain_target,
+            specs.append(CacheSpec("selection", explainer=cfg.teacher_explainer, target=single,
                                    budget=cfg.rationale_budget, units=units))
     needs_live = any(t.needs_hidden or t.needs_teacher_model for t in terms)
     cache_logits = cfg.teacher_cache or units == "word"

@@ -53,7 +53,7 @@ class CacheSpec:
 
     family: str = "logits"
     explainer: str = "gxi"  # gradient: saliency | gxi | ig[:steps=..]; selection: the map that top-r ranks
-    target: str = "pred"  # pred | gold
+    target: str = "pred"  # pred | gold | all (gradient family: one map per class)
     budget: float = 0.2  # selection: fraction of units in the rationale
     selector: str = "topr"  # selection: topr (top-r of the explainer's map) | amortized
     units: str = "token"  # token | word: maps over words (students with another tokenizer), see _word_outputs
@@ -120,7 +120,7 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
         return word_outputs(teacher, batch, spec, pad_id, mask_id, max_len)
     with torch.no_grad():
         logits = teacher(**model_inputs(batch, teacher)).logits.float()
-    target = resolve_target(spec.target, logits, batch.get("labels"))
+    target = resolve_target("pred" if spec.target == "all" else spec.target, logits, batch.get("labels"))
     b, length = batch["input_ids"].shape
     out: dict[str, Tensor] = {"logits": logits, "target": target, "idx": batch["idx"]}
 
@@ -130,7 +130,12 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
         full[:, :length] = t
         return full
 
-    if spec.family == "gradient":
+    if spec.family == "gradient" and spec.target == "all":  # multi-view: one map per class, [B, L, C]
+        explainer = get_explainer(spec.explainer)
+        maps = [explainer.attribute(teacher, batch, torch.full_like(target, c)).float()
+                for c in range(logits.shape[-1])]
+        out["map"] = pad(torch.stack(maps, -1))
+    elif spec.family == "gradient":
         out["map"] = pad(get_explainer(spec.explainer).attribute(teacher, batch, target).float())
     elif spec.family == "perturbation":
         occ = Occlusion(mode="mask", mask_token_id=mask_id)

@@ -56,7 +56,7 @@ HELP = {
     "log_with": "comma-separated trackers: csv, tensorboard",
     "teacher_cache": "cache the teacher's logits/explanations once instead of running it every step",
     "explainer": "egkd families, combined with '+': gradient | perturbation | selection",
-    "explain_target": "class explained: pred (the teacher's prediction) | gold",
+    "explain_target": "class explained: pred (the teacher's prediction) | gold | all (multi-view: every class)",
     "teacher_explainer": "teacher map for gradient/selection: saliency | gxi | ig[:steps=8]",
     "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps)",
     "grad_fraction": "share of each batch given the double-backprop student map",

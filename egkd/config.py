@@ -62,7 +62,7 @@ class RunConfig:
 
     # explanation guided distillation (method egkd); families combine with "+"
     explainer: str = "gradient"  # gradient | perturbation | selection | gradient+perturbation ...
-    explain_target: str = "pred"  # class the explanations are taken for: pred (teacher's) | gold
+    explain_target: str = "pred"  # class the explanations are taken for: pred (teacher's) | gold | all
     teacher_explainer: str = "gxi"  # teacher map of the gradient family: saliency | gxi | ig[:steps=8]
     align_loss: str = "mse"  # mse | cosine | kl | topk (over L2-normalised unit maps)
     grad_weight: float = 1.0

@@ -208,6 +208,28 @@ def test_cache_hits_the_second_time_and_misses_when_the_teacher_changes(teacher_
     assert first.path.is_file()  # the other teacher's entry is left alone
 
 
+def test_multi_view_cache_holds_one_teacher_map_per_class(teacher_built, train_ds, tmp_path):
+    from egkd.explain.gradient_x_input import GradientXInput
+
+    model, tok = teacher_built.model, teacher_built.tokenizer
+    sub = train_ds.select(range(8))
+    entry = build_teacher_cache(model, tok, sub, CacheSpec("gradient", explainer="gxi", target="all"), MAX_LEN,
+                                root=tmp_path, show=False)
+    single = build_teacher_cache(model, tok, sub, GXI, MAX_LEN, root=tmp_path, show=False)
+    assert entry.key != single.key
+    maps = entry.tensors["map"]
+    assert maps.shape[-1] == model.config.num_labels and maps.shape[0] == 8
+    batch = Collator(tok)(list(sub))
+    rows = entry.rows(batch, ("map", "target"))
+    model.eval()
+    for c in range(maps.shape[-1]):
+        want = GradientXInput().attribute(model, batch, torch.full((8,), c))
+        torch.testing.assert_close(rows["map"][..., c], want.float(), atol=1e-5, rtol=1e-4)
+    # the single-class entry is the multi-view entry's column of the predicted class
+    picked = rows["map"].gather(-1, rows["target"].view(-1, 1, 1).expand(*rows["map"].shape[:2], 1)).squeeze(-1)
+    torch.testing.assert_close(single.rows(batch, ("map",))["map"], picked, atol=1e-5, rtol=1e-4)
+
+
 def test_cache_file_with_a_stale_key_is_rebuilt_never_used(teacher_built, train_ds, tmp_path, monkeypatch):
     model, tok = teacher_built.model, teacher_built.tokenizer
     reference = build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=tmp_path / "ref", show=False)

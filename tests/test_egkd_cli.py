@@ -25,6 +25,8 @@ CASES = {
     "selection": (["--method", "egkd", "--explainer", "selection"], ["loss_selection"]),
     "gradient+perturbation": (["--method", "egkd", "--explainer", "gradient+perturbation"],
                               ["loss_gradient", "loss_perturbation"]),
+    "gradient-multi-view": (["--method", "egkd", "--explainer", "gradient", "--explain-target", "all"],
+                            ["loss_gradient"]),
     "adkd": (["--method", "adkd", "--adkd-steps", "2"], ["loss_adkd"]),
 }
 

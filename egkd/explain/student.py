@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from egkd.explain.base import Batch, gradient_wrt_embeddings, unit_mask
+from egkd.explain.base import Batch, embed, forward_from_embeddings, gradient_wrt_embeddings, unit_mask
 
 
 def student_gradient_map(
@@ -36,3 +36,22 @@ def student_gradient_map(
     if not create_graph:
         scores = scores.detach()
     return logits, torch.where(unit_mask(batch), scores, torch.zeros_like(scores))
+
+
+def student_gradient_maps_all_classes(model: nn.Module, batch: Batch, create_graph: bool = True
+                                      ) -> tuple[Tensor, Tensor]:
+    """``(logits [B, C], maps [B, L, C])``: the multi-view map, one gradient x input map per class.
+
+    One forward, then one (double-backprop) gradient per class: the term costs C times the single-class map.
+    """
+    with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+        embeds = embed(model, batch)
+        if not embeds.requires_grad:
+            embeds = embeds.detach().requires_grad_(True)
+        logits = forward_from_embeddings(model, batch, embeds)
+        grads = [torch.autograd.grad(logits[:, c].sum(), embeds, create_graph=create_graph, retain_graph=True)[0]
+                 for c in range(logits.shape[-1])]
+    scores = torch.stack([(g * embeds).sum(-1) for g in grads], -1)
+    if not create_graph:
+        scores = scores.detach()
+    return logits, torch.where(unit_mask(batch).unsqueeze(-1), scores, torch.zeros_like(scores))

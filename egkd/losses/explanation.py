@@ -58,6 +58,9 @@ class GradientAlignment(LossTerm):
         n = smap.shape[0]
         teacher_map = out.extras["cached"]["gradient"]["map"][:n]
         mask = unit_mask({k: v[:n] for k, v in out.batch.items() if k in ("word_ids", "attention_mask")})
+        if smap.dim() == 3:  # multi-view: every class's map aligned, averaged over classes
+            return torch.stack([alignment_loss(smap[..., c], teacher_map[..., c], mask, kind=self.kind)
+                                for c in range(smap.shape[-1])]).mean()
         return alignment_loss(smap, teacher_map, mask, kind=self.kind)
 
 

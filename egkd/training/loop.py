@@ -37,7 +37,7 @@ from egkd.data.tokenize import Collator, LengthGroupedBatchSampler
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import predictions_from_logits, task_metrics
 from egkd.explain.base import model_inputs
-from egkd.explain.student import student_gradient_map
+from egkd.explain.student import student_gradient_map, student_gradient_maps_all_classes
 from egkd.losses.terms import LossTerm, StepOutputs, total_loss
 from egkd.reports.console import Bar, console
 from egkd.training.checkpoint import load_checkpoint, save_checkpoint
@@ -276,8 +276,11 @@ def forward(model, batch, terms: list[LossTerm], teacher: Teacher | None, caches
             raise EgkdError("the gradient family cannot be combined with PKD hidden-state matching")
         n = map_term.rows(b)
         sub = {k: v[:n] for k, v in batch.items()}
-        target = cached[map_term.cache_family]["target"][:n]
-        logits_map, extras["student_map"] = student_gradient_map(_unwrap(model), sub, target)
+        if cached[map_term.cache_family]["map"].dim() == 3:  # multi-view cache: a map per class
+            logits_map, extras["student_map"] = student_gradient_maps_all_classes(_unwrap(model), sub)
+        else:
+            target = cached[map_term.cache_family]["target"][:n]
+            logits_map, extras["student_map"] = student_gradient_map(_unwrap(model), sub, target)
         rest = {k: v[n:] for k, v in rows.items()}
         parts = [logits_map]
         if rest["input_ids"].shape[0]:

@@ -7,7 +7,7 @@ import torch
 from egkd.explain.align import alignment_loss
 from egkd.explain.base import unit_mask
 from egkd.explain.gradient_x_input import GradientXInput
-from egkd.explain.student import student_gradient_map
+from egkd.explain.student import student_gradient_map, student_gradient_maps_all_classes
 
 from .conftest import make_model
 
@@ -82,3 +82,13 @@ def test_works_with_sdpa_attention_and_agrees_with_eager(batch):
 def test_without_create_graph_the_map_is_detached(model, batch):
     _, gmap = student_gradient_map(model, batch, create_graph=False)
     assert not gmap.requires_grad
+
+
+def test_multi_view_maps_equal_one_map_per_class_and_train(model, batch):
+    logits, maps = student_gradient_maps_all_classes(model, batch)
+    assert maps.shape == (*batch["input_ids"].shape, logits.shape[-1])
+    for c in range(logits.shape[-1]):
+        target = torch.full((batch["input_ids"].shape[0],), c)
+        torch.testing.assert_close(maps[..., c].detach(), GradientXInput().attribute(model, batch, target))
+    sum(alignment_loss(maps[..., c], _teacher_map(batch), unit_mask(batch)) for c in range(maps.shape[-1])).backward()
+    assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().max() > 0
