@@ -276,7 +276,9 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
         shutil.rmtree(out_dir / "best", ignore_errors=True)
         (out_dir / "train_history.json").write_text(json.dumps(result.history, indent=2))
         train_info = {"steps": result.steps, "best_step": result.best_step,
-                      "seconds_per_epoch": result.seconds_per_epoch, "train_seconds": result.train_seconds}
+                      "seconds_per_epoch": result.seconds_per_epoch, "train_seconds": result.train_seconds,
+                      # the one-off cost of each teacher cache this run used (built now or by an earlier run)
+                      "teacher_caches": {fam: c.info() for fam, c in caches.items()}}
         metrics = evaluate(out_dir, task=task.name, data_dir=cfg.data_dir, extra={"training": train_info},
                            show=True, max_examples=cfg.max_eval_examples)
         write_model_card(out_dir, cfg, kind, metrics)

@@ -95,6 +95,13 @@ class TeacherCache:
         self.row_of = torch.full((int(idx.max()) + 1,), -1, dtype=torch.long)
         self.row_of[idx] = torch.arange(len(idx))
 
+    def info(self) -> dict[str, Any]:
+        """What building this entry cost (from its metadata): key, rows and seconds, for run records."""
+        with safe_open(str(self.path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return {"key": self.key, "rows": int(meta.get("rows", 0)), "seconds": float(meta.get("seconds", "nan")),
+                "spec": json.loads(meta.get("spec", "{}"))}
+
     def rows(self, batch: dict[str, Tensor], names: tuple[str, ...], length: int | None = None) -> dict[str, Tensor]:
         """The cached entries of the batch's examples, per-token ones cut to the batch's length."""
         rows = self.row_of[batch["idx"].cpu()]

@@ -185,14 +185,36 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
                          "of the grid's runs; see the cost benchmark for same-batch ratios).")
         for m in sorted(egkd):
             cons = [stats[t].get((student, m), {}).get("consistency") for t in tasks]
+            losses = [t for t in tasks if (d := stats[t].get((student, m), {}).get("diff")) is not None
+                      and d.significant and d.delta < 0]
             if all(c is not None for c in cons):
-                lines.append(f"- **{student} {m}: consistency >= 0.6 on every task**: "
-                             f"{'reached' if min(cons) >= 0.6 else 'missed'} — "  # type: ignore[type-var]
-                             + ", ".join(f"{t} {c:.2f}" for t, c in zip(tasks, cons, strict=True)) + ".")
+                ok = min(cons) >= 0.6 and not losses  # type: ignore[type-var]
+                lines.append(f"- **{student} {m}: consistency >= 0.6 on every task, at no loss of accuracy**: "
+                             f"{'reached' if ok else 'missed'} — "
+                             + ", ".join(f"{t} {c:.2f}" for t, c in zip(tasks, cons, strict=True))
+                             + (f"; significantly below KD on {', '.join(losses)}" if losses else
+                                "; nowhere significantly below KD") + ".")
     return lines
 
 
-def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]]) -> list[Path]:
+def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The one-off cost of every teacher cache the grid's runs used (each entry once)."""
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    for r in records.values():
+        for entry in (r.get("teacher_caches") or {}).values():
+            seen.setdefault(entry["key"], (r["task"], entry))
+    rows = []
+    for task, e in sorted(seen.values(), key=lambda te: (list(TASK_PLAN).index(te[0]), te[1]["spec"].get("family"))):
+        spec = e["spec"]
+        what = ", ".join([spec.get("family", "?")] + [f"{k} {spec[k]}" for k in ("explainer", "target", "units")
+                                                      if k in spec])
+        per_k = 1000 * e["seconds"] / max(1, e["rows"])
+        rows.append([task, what, str(e["rows"]), f"{e['seconds']:.0f}", f"{per_k:.1f}"])
+    return ["task", "cache", "examples", "seconds (once)", "s per 1,000 examples"], rows
+
+
+def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]],
+          teacher_avg: float | None = None) -> list[Path]:
     """Average main metric against training cost (x KD) and against consistency, one point per row."""
     import matplotlib
 
@@ -209,6 +231,8 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
             ys = [stats[t][key]["score"] for t in tasks if key in stats[t] and stats[t][key][x_key] is not None]
             if xs:
                 ax.scatter(statistics.fmean(xs), statistics.fmean(ys), label=f"{key[1]} ({key[0]})")
+        if teacher_avg is not None:
+            ax.axhline(teacher_avg, color="grey", linestyle="--", linewidth=1, label="teacher")
         ax.set_xlabel(x_label)
         ax.set_ylabel(f"dev main metric, mean over {', '.join(tasks)}")
         ax.grid(alpha=0.3)
@@ -227,9 +251,12 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
 
     from egkd.bench.glue import FIRST_SEED, METHOD_OPTIONS, TUNING_GRID, Grid
 
+    grid_file = root / "grid.json"
+    g = json.loads(grid_file.read_text()) if grid_file.is_file() else {}
     lines = ["## Protocol\n",
-             "- One teacher per task: all-MiniLM-L6-v2 fine-tuned on the task (3 epochs, 2 for SST-2; lr 5e-5, "
-             "batch 32), shared by every student and method; its caches (logits, explanations) are built once.",
+             f"- One teacher per task: {g.get('teacher_model', 'all-MiniLM-L6-v2')} fine-tuned on the task "
+             "(3 epochs, 2 for SST-2; lr 5e-5, batch 32), shared by every student and method; its caches "
+             "(logits, explanations) are built once.",
              "- Students: " + ", ".join(f"`{k}`" for k in sorted({r['student'] for r in records.values()
                                                                   if r['student']}))
              + ". Every method trains with the same optimiser, epochs (4; 3 for CoLA and SST-2), lr (1e-4 for "
@@ -239,9 +266,7 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
              "examples.",
              f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
              "- Explanation metrics on the first 200 dev examples of every run."]
-    grid_file = root / "grid.json"
-    if grid_file.is_file():
-        g = json.loads(grid_file.read_text())
+    if g:
         if g.get("tune"):
             lines.append("- Tuning (`--tune`): on the first seed each method tried the same number of settings ("
                          + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
@@ -281,6 +306,8 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
                  "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
                  "sufficiency (lower is better) of the student's own maps.\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(root, records))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
     for task in tasks:
@@ -289,13 +316,17 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
         parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric})\n\n" + to_markdown(header, rows))
         if out:
             write_csv(Path(out).with_name(f"{Path(out).stem}-{task}.csv"), header, rows)
+    header, rows = cache_rows(records)
+    if rows:
+        parts.append("## One-off teacher cache cost\n\nBuilt once per (teacher, data, explainer, length) and "
+                     "reused by every seed and method; not included in the training cost above.\n\n"
+                     + to_markdown(header, rows))
     header, rows, averages = average_rows(tasks, teachers, stats)
     parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages)) + "\n")
     if out:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pngs = plots(out, tasks, stats)
+        pngs = plots(out, tasks, stats, _mean([teachers[t]["score"] for t in tasks if t in teachers]))
         parts.append("## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n")
         out.write_text("\n".join(parts))
     return "\n".join(parts)
