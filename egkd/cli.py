@@ -243,23 +243,11 @@ def report(
     if (runs / "results.jsonl").is_file():
         from egkd.reports.glue import render
 
-        grid = runs / "grid.json"
-        print(render(runs, out, n_resamples=resamples, command=_grid_command(grid) if grid.is_file() else ""))
+        print(render(runs, out, n_resamples=resamples))
         return
     from egkd.reports.summary import summarize
 
     print(summarize(runs, out))
-
-
-def _grid_command(grid: Path) -> str:
-    import json
-
-    g = json.loads(grid.read_text())
-    seeds = ",".join(f"{t}={n}" for t, n in g["seeds"].items())
-    return (f"egkd bench glue --tasks {','.join(g['tasks'])} --methods {','.join(g['methods'])} "
-            f"--students '{';'.join(g['students'])}' --seeds {seeds}" + (" --tune" if g["tune"] else "")
-            + (f" --max-train-examples {g['max_train_examples']}" if g.get("max_train_examples") else "")
-            + (f" --epochs {g['epochs']}" if g.get("epochs") else "") + f" --out {grid.parent}")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")

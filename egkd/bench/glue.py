@@ -202,6 +202,33 @@ class Grid:
     def teacher_dir(self, task: str) -> str:
         return self.teachers.get(task) or str(Unit(task, None, "ft", FIRST_SEED).run_dir(self.out))
 
+    def describe(self) -> dict[str, Any]:
+        """The grid's defining flags (what ``grids.json`` keeps and the results page quotes)."""
+        return {"tasks": self.tasks, "methods": self.methods, "students": self.students, "seeds": self.seeds,
+                "tune": self.tune, "max_train_examples": self.max_train_examples, "epochs": self.epochs,
+                "max_seq_length": self.max_seq_length, "max_eval_examples": self.max_eval_examples,
+                "explain_examples": self.explain_examples, "teacher_model": self.teacher_model}
+
+    @classmethod
+    def from_description(cls, out: Path, d: dict[str, Any]) -> Grid:
+        keys = {"tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
+                "max_eval_examples", "explain_examples", "teacher_model"}
+        return cls(out=out, **{k: v for k, v in d.items() if k in keys})
+
+    def command(self) -> str:
+        """The ``egkd bench glue`` command line that (re)runs this grid."""
+        seeds = ",".join(f"{t}={n}" for t, n in self.seeds.items())
+        extra = {"--max-train-examples": self.max_train_examples, "--epochs": self.epochs,
+                 "--max-seq-length": self.max_seq_length, "--max-eval-examples": self.max_eval_examples}
+        line = (f"egkd bench glue --tasks {','.join(self.tasks)} --methods {','.join(self.methods)} "
+                f"--students '{';'.join(self.students)}' --seeds {seeds}" + (" --tune" if self.tune else ""))
+        if self.teacher_model != TEACHER_MODEL:
+            line += f" --teacher-model {self.teacher_model}"
+        if self.explain_examples != EXPLAIN_EXAMPLES:
+            line += f" --explain-examples {self.explain_examples}"
+        line += "".join(f" {flag} {v}" for flag, v in extra.items() if v)
+        return line + f" --out {self.out}"
+
 
 # ------------------------------------------------------------------------------------------------ results
 def read_results(out: Path) -> dict[str, dict[str, Any]]:
@@ -219,6 +246,22 @@ def read_results(out: Path) -> dict[str, dict[str, Any]]:
                 continue
             records[rec["key"]] = rec
     return records
+
+
+def read_grids(out: Path) -> list[Grid]:
+    """Every grid that was run into ``out`` (``grids.json``), oldest first."""
+    path = out / "grids.json"
+    if not path.is_file():
+        return []
+    return [Grid.from_description(out, d) for d in json.loads(path.read_text())]
+
+
+def record_grid(grid: Grid) -> None:
+    """Add ``grid`` to ``grids.json`` (once): several grids may share one results folder."""
+    known = [g.describe() for g in read_grids(grid.out)]
+    if grid.describe() not in known:
+        known.append(grid.describe())
+        (grid.out / "grids.json").write_text(json.dumps(known, indent=2))
 
 
 def machine() -> dict[str, Any]:
@@ -240,7 +283,7 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
     return {
         "key": unit.key, "kind": unit.kind, "task": unit.task, "student": unit.student, "method": unit.method,
         "seed": unit.seed, "setting": unit.setting, "run": os.path.relpath(run, root),
-        "options": {k: v for k, v in options.items() if k not in ("data_dir", "teacher")},
+        "options": {k: v for k, v in options.items() if k not in ("data_dir", "teacher")},  # log_with kept: harmless
         "metrics": {k: metrics[k] for k in spec.metrics}, "score": metrics[spec.main_metric],
         "main_metric": spec.main_metric,
         "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
@@ -257,8 +300,11 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
 
 
 def append_record(out: Path, record: dict[str, Any]) -> None:
-    with (out / "results.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one line; a line cut by an earlier crash is closed first, so the new record stays readable."""
+    path = out / "results.jsonl"
+    cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as f:
+        f.write(("\n" if cut else "") + json.dumps(record) + "\n")
 
 
 def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any] | None:
@@ -310,10 +356,30 @@ def check_finished_run(run: Path, options: dict[str, Any]) -> None:
     cfg = read_run_config(run)
     if cfg is None:
         return
-    differ = [k for k, v in options.items()
-              if k not in ("data_dir", "teacher", "log_with") and hasattr(cfg, k) and getattr(cfg, k) != v]
+    differ = [k for k, v in options.items() if k not in IGNORED_OPTIONS and hasattr(cfg, k) and getattr(cfg, k) != v]
     if differ:
         raise EgkdError(f"{run} was trained with other settings ({', '.join(differ)}); delete it to rerun the unit")
+
+
+IGNORED_OPTIONS = ("data_dir", "teacher", "log_with")  # where things are, not how they were trained
+
+
+def stale_units(grid: Grid, done: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Finished units of this grid whose recorded settings differ from what the grid would run now."""
+    stale = []
+    for unit in grid.units():
+        rec = done.get(unit.key)
+        if rec is None or unit.student is None and unit.task in grid.teachers:
+            continue
+        try:
+            setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
+        except EgkdError:  # tuning unfinished: nothing to compare yet
+            continue
+        want = grid.options(unit, setting)
+        differ = [k for k, v in want.items() if k not in IGNORED_OPTIONS and rec["options"].get(k) != v]
+        if differ:
+            stale.append((unit.key, differ))
+    return stale
 
 
 def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
@@ -334,10 +400,12 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     if dry_run:
         console.print(plan_table(grid, done))
         return sum(u.key not in done for u in units)
-    (grid.out / "grid.json").write_text(json.dumps({
-        "tasks": grid.tasks, "methods": grid.methods, "students": grid.students, "seeds": grid.seeds,
-        "tune": grid.tune, "max_train_examples": grid.max_train_examples, "epochs": grid.epochs,
-        "explain_examples": grid.explain_examples, "teacher_model": grid.teacher_model}, indent=2))
+    stale = stale_units(grid, done)
+    if stale:
+        key, differ = stale[0]
+        raise EgkdError(f"{grid.out} already holds {len(stale)} unit(s) run with other settings (e.g. {key}: "
+                        f"{', '.join(differ)}); rerun with that grid's flags or choose another --out")
+    record_grid(grid)
     start, failed = time.monotonic(), []
     pending = [u for u in units if u.key not in done]
     console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "

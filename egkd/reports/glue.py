@@ -247,14 +247,12 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
 
 def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
     """How the numbers were made, and how much of the planned grid they cover."""
-    import json
+    from egkd.bench.glue import FIRST_SEED, TUNING_GRID, read_grids
 
-    from egkd.bench.glue import FIRST_SEED, METHOD_OPTIONS, TUNING_GRID, Grid
-
-    grid_file = root / "grid.json"
-    g = json.loads(grid_file.read_text()) if grid_file.is_file() else {}
+    grids = read_grids(root)
+    teacher_model = grids[-1].teacher_model if grids else "all-MiniLM-L6-v2"
     lines = ["## Protocol\n",
-             f"- One teacher per task: {g.get('teacher_model', 'all-MiniLM-L6-v2')} fine-tuned on the task "
+             f"- One teacher per task: {teacher_model} fine-tuned on the task "
              "(3 epochs, 2 for SST-2; lr 5e-5, batch 32), shared by every student and method; its caches "
              "(logits, explanations) are built once.",
              "- Students: " + ", ".join(f"`{k}`" for k in sorted({r['student'] for r in records.values()
@@ -266,26 +264,26 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
              "examples.",
              f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
              "- Explanation metrics on the first 200 dev examples of every run."]
-    if g:
-        if g.get("tune"):
-            lines.append("- Tuning (`--tune`): on the first seed each method tried the same number of settings ("
-                         + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
-                                                          for t in TUNING_GRID[m]) for m in g["methods"])
-                         + "); the best dev score was fixed for the other seeds.")
-        else:
-            lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
-        grid = Grid(out=root, tasks=g["tasks"], methods=[m for m in g["methods"] if m in METHOD_OPTIONS],
-                    students=g["students"], seeds=g["seeds"], tune=g.get("tune", False))
-        planned = list(grid.units())
+    tuned = sorted({m for g in grids if g.tune for m in g.methods})
+    if tuned:
+        lines.append("- Tuning (`--tune`): on the first seed each method tried the same number of settings ("
+                     + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
+                                                      for t in TUNING_GRID[m]) for m in tuned)
+                     + "); the best dev score was fixed for the other seeds.")
+    else:
+        lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
+    lines.append("\nGrids run into this folder (each resumes with the same command):\n")
+    for g in grids:
+        planned = list(g.units())
         missing = [u for u in planned if u.key not in records]
-        lines.append(f"- Last grid: {len(planned) - len(missing)} of {len(planned)} planned units finished"
-                     + (": not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:12])
-                        + (f" and {len(missing) - 12} more" if len(missing) > 12 else "") if missing else "")
-                     + ". `egkd bench glue` with the same flags resumes it.")
+        lines.append(f"- `{g.command()}`: {len(planned) - len(missing)} of {len(planned)} units finished"
+                     + (" (not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:8])
+                        + (f" and {len(missing) - 8} more" if len(missing) > 8 else "") + ")" if missing else "")
+                     + ".")
     return "\n".join(lines) + "\n"
 
 
-def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000, command: str = "") -> str:
+def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000) -> str:
     """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots."""
     root = Path(results)
     records = read_results(root)
@@ -299,8 +297,6 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
     parts = [f"# GLUE comparison\n\nRendered {datetime.now(timezone.utc):%Y-%m-%d} by `egkd report` from "
              f"`{root / 'results.jsonl'}` ({len(records)} finished units, last finished {stamp}). "
              f"Machine(s): {'; '.join(hosts)}.\n"]
-    if command:
-        parts.append(f"Grid command: `{command}`\n")
     parts.append("Dev sets; `*` marks a difference whose 95 % paired-bootstrap interval (examples resampled, "
                  f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "

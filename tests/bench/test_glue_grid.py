@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 
-from egkd.bench.glue import Grid, Unit, split_students
+from egkd.bench.glue import Grid, Unit, check_finished_run, split_students
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
@@ -69,22 +69,41 @@ def test_grid_writes_one_record_per_unit(grid_out):
     assert any(not torch.equal(w42[k], w43[k]) for k in w42)
 
 
-def test_rerun_runs_nothing_and_refuses_a_changed_run(grid_out, capsys):
+def test_rerun_runs_nothing_and_refuses_other_settings(grid_out, capsys):
     out, args = grid_out
     before = (out / "results.jsonl").read_text()
     assert cli_main(*args) == 0
     shown = capsys.readouterr()
     assert "5 of 5 units done, 0 to run" in shown.out + shown.err
     assert (out / "results.jsonl").read_text() == before
-    # a unit whose record is gone but whose finished run was trained with other settings is refused, not reused
-    lines = before.splitlines()
-    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])  # + a cut line
+    # the same folder with other settings is refused before anything runs
     changed = list(args)
     changed[changed.index("--epochs") + 1] = "2"
-    assert cli_main(*changed) == 0
-    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
-    assert any("other settings (epochs)" in f["error"] for f in failures)
-    (out / "results.jsonl").write_text(before)  # the report test reads the full grid
+    assert cli_main(*changed) == 2
+    err = capsys.readouterr().err
+    assert "run with other settings" in err and "epochs" in err
+    assert (out / "results.jsonl").read_text() == before
+    # a finished run whose record was lost (a crash mid-write cut the last line) is recorded again, not retrained
+    lines = before.splitlines()
+    run = out / json.loads(lines[-1])["run"]
+    mtime = (run / "model.safetensors").stat().st_mtime_ns
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
+    assert cli_main(*args) == 0
+    assert [r["key"] for r in _records_valid(out)] == [json.loads(x)["key"] for x in lines]
+    assert (run / "model.safetensors").stat().st_mtime_ns == mtime
+    # and a run folder trained with other settings is never taken for the unit
+    with pytest.raises(EgkdError, match=r"other settings \(epochs\)"):
+        check_finished_run(run, {"epochs": 2.0, "seed": 43})
+
+
+def _records_valid(out):
+    recs = []
+    for line in (out / "results.jsonl").read_text().splitlines():
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return recs
 
 
 def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
@@ -95,6 +114,9 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
     assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
     row = next(line for line in text.splitlines() if "| egkd-gradient |" in line)
     assert "| 2 |" in row and "[" in row  # two seeds and a bootstrap interval vs KD
+    # the grid run into the folder is quoted with its coverage (the refused one is not)
+    assert "--seeds rte=2 --teacher-model config:layers=2,hidden=64,heads=2 --explain-examples 16" in text
+    assert text.count("units finished") == 1 and "5 of 5 units finished" in text
     assert "## Targets" in text and "consistency >= 0.6 on every task" in text
     assert "## One-off teacher cache cost" in text
     assert "| rte | gradient, explainer gxi, target pred | 48 |" in text
