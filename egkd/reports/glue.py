@@ -20,7 +20,7 @@ import numpy as np
 from egkd.bench.glue import TASK_PLAN, read_results
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
-from egkd.evaluation.bootstrap import Difference, paired_bootstrap
+from egkd.evaluation.bootstrap import Difference, batched_metric, paired_bootstrap
 from egkd.reports.tables import to_markdown, write_csv
 
 Group = list[dict[str, Any]]  # the records of one (task, student, method), one per seed
@@ -86,8 +86,14 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
     if teacher:
         rows.append(["(teacher)", "ft", "1", *[f"{teacher['metrics'][m]:.2f}" for m in spec.metrics],
                      "-", "-", "-", "-", "-", "1.00", "1.00x", "-"])
-    stats: dict[tuple[str, str], dict[str, Any]] = {}
     mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
+    any_run = next((g[0] for g in mine.values()), teacher)
+    if any_run and not spec.is_regression:  # the floor every model must clear: always the most frequent class
+        labels = np.asarray(any_run["labels"])
+        majority = np.full_like(labels, np.bincount(labels).argmax())
+        floor = [f"{batched_metric(m, majority, labels):.2f}" for m in spec.metrics]
+        rows.append(["(majority class)", "-", "-", *floor, *["-"] * 8])
+    stats: dict[tuple[str, str], dict[str, Any]] = {}
     for (student, method), group in sorted(mine.items()):
         kd = mine.get((student, "kd"))
         diff = versus(group, kd, spec.main_metric, n_resamples) if kd and method != "kd" else None
@@ -107,7 +113,7 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
                      _fmt(st["fidelity"], 1), _fmt(st["consistency"]), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
                      _fmt(st["params"]), "-" if st["speed"] is None else f"{st['speed']:.2f}x",
                      "-" if st["cost"] is None else f"{st['cost']:.2f}x"])
-    _bold_best(rows, header, start=1 if teacher else 0)
+    _bold_best(rows, header, start=sum(r[0].startswith("(") for r in rows))
     return header, rows, stats
 
 
@@ -301,7 +307,9 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
                  f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
                  "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
-                 "sufficiency (lower is better) of the student's own maps.\n")
+                 "sufficiency (lower is better) of the student's own maps. Train cost vs KD: wall seconds per epoch of "
+                 "these runs over KD's, teacher caches excluded — on a shared machine this is noisy; `egkd bench "
+                 "cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(root, records))

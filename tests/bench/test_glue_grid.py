@@ -112,6 +112,7 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
     assert cli_main("report", out, "--out", page, "--resamples", "200") == 0
     text = page.read_text()
     assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
+    assert "| (majority class) | - | - |" in text
     row = next(line for line in text.splitlines() if "| egkd-gradient |" in line)
     assert "| 2 |" in row and "[" in row  # two seeds and a bootstrap interval vs KD
     # the grid run into the folder is quoted with its coverage (the refused one is not)
