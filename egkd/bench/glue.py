@@ -74,6 +74,7 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
 EXPLAIN_EXAMPLES = 200  # consistency and faithfulness on the first 200 dev examples of every unit
+IGNORED_OPTIONS = ("data_dir", "teacher", "log_with")  # where things are, not how they were trained
 
 
 def split_students(text: str) -> list[str]:
@@ -136,6 +137,11 @@ class Unit:
         return root / "teachers" / self.task if self.student is None else root / "runs" / self.key
 
 
+# what defines a grid (kept in grids.json); data_dir and teachers only say where things are
+GRID_FIELDS = ("tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
+               "max_eval_examples", "explain_examples", "teacher_model")
+
+
 @dataclass
 class Grid:
     """What to run and where; :meth:`units` lists it in run order."""
@@ -167,8 +173,8 @@ class Grid:
             raise EgkdError("--students is empty: give at least one, e.g. layers:1,3,5")
         self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
 
-    def units(self, chosen: dict[str, int] | None = None) -> Iterator[Unit]:
-        """Run order; tuning units come before the seeds they decide (``chosen``: key prefix -> setting)."""
+    def units(self) -> Iterator[Unit]:
+        """Run order; tuning units come before the seeds they decide."""
         for task in self.tasks:
             yield Unit(task, None, "ft", FIRST_SEED)
             if self.tune:
@@ -204,16 +210,11 @@ class Grid:
 
     def describe(self) -> dict[str, Any]:
         """The grid's defining flags (what ``grids.json`` keeps and the results page quotes)."""
-        return {"tasks": self.tasks, "methods": self.methods, "students": self.students, "seeds": self.seeds,
-                "tune": self.tune, "max_train_examples": self.max_train_examples, "epochs": self.epochs,
-                "max_seq_length": self.max_seq_length, "max_eval_examples": self.max_eval_examples,
-                "explain_examples": self.explain_examples, "teacher_model": self.teacher_model}
+        return {k: getattr(self, k) for k in GRID_FIELDS}
 
     @classmethod
     def from_description(cls, out: Path, d: dict[str, Any]) -> Grid:
-        keys = {"tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
-                "max_eval_examples", "explain_examples", "teacher_model"}
-        return cls(out=out, **{k: v for k, v in d.items() if k in keys})
+        return cls(out=out, **{k: v for k, v in d.items() if k in GRID_FIELDS})
 
     def command(self) -> str:
         """The ``egkd bench glue`` command line that (re)runs this grid."""
@@ -359,9 +360,6 @@ def check_finished_run(run: Path, options: dict[str, Any]) -> None:
     differ = [k for k, v in options.items() if k not in IGNORED_OPTIONS and hasattr(cfg, k) and getattr(cfg, k) != v]
     if differ:
         raise EgkdError(f"{run} was trained with other settings ({', '.join(differ)}); delete it to rerun the unit")
-
-
-IGNORED_OPTIONS = ("data_dir", "teacher", "log_with")  # where things are, not how they were trained
 
 
 def stale_units(grid: Grid, done: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
