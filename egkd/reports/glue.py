@@ -154,7 +154,11 @@ def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
 def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
             averages: dict[tuple[str, str], float]) -> list[str]:
     """The issue's four targets, each stated as reached or missed, with the measured number."""
-    lines = []
+    missing = [t for t in TASK_PLAN if t not in tasks]
+    lines = [f"Judged on the tasks that have results ({', '.join(tasks)})"
+             + (f"; not yet on {', '.join(missing)}, so no target is met for the five-task grid yet" if missing
+                else "") + ".\n"]
+    reached = "reached so far" if missing else "reached"
     students = sorted({s for t in stats.values() for s, _ in t})
     for student in students:
         egkd = {m for t in stats.values() for s, m in t if s == student and m.startswith(EGKD_PREFIX)}
@@ -166,7 +170,7 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
             sig = sum(d is not None and d.significant and d.delta > 0 for d in per_task)
             gain = best[0] - kd_avg
             lines.append(f"- **{student}: best EGKD family beats KD by >= 1.0 on the average and on each task**: "
-                         f"{'reached' if gain >= 1.0 and wins == len(tasks) else 'missed'} — {best[1]} "
+                         f"{reached if gain >= 1.0 and wins == len(tasks) else 'missed'} — {best[1]} "
                          f"{gain:+.2f} on the {len(tasks)}-task average; ahead on {wins}/{len(tasks)} tasks, "
                          f"significantly (95% CI excludes 0) on {sig}.")
         else:
@@ -177,15 +181,18 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
         if kept:
             best_kept = max(kept)
             lines.append(f"- **{student} keeps >= 97 % of the teacher's average**: "
-                         f"{'reached' if best_kept[0] >= 97 else 'missed'} — "
+                         f"{reached if best_kept[0] >= 97 else 'missed'} — "
                          f"best {best_kept[0]:.1f} % ({best_kept[1]}).")
         costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
         egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
         if egkd_costs:
             worst = max(egkd_costs.items(), key=lambda kv: kv[1])
             ad = costs.get("adkd")
-            lines.append(f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: "
-                         f"{'reached' if worst[1] <= 1.5 and (ad is None or worst[1] < ad) else 'missed'} — "
+            if worst[1] > 1.5 or (ad is not None and worst[1] >= ad):
+                status = "missed"
+            else:
+                status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
+            lines.append(f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: {status} — "
                          + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
                          + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
                          "of the grid's runs; see the cost benchmark for same-batch ratios).")
@@ -196,7 +203,7 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
             if all(c is not None for c in cons):
                 ok = min(cons) >= 0.6 and not losses  # type: ignore[type-var]
                 lines.append(f"- **{student} {m}: consistency >= 0.6 on every task, at no loss of accuracy**: "
-                             f"{'reached' if ok else 'missed'} — "
+                             f"{reached if ok else 'missed'} — "
                              + ", ".join(f"{t} {c:.2f}" for t, c in zip(tasks, cons, strict=True))
                              + (f"; significantly below KD on {', '.join(losses)}" if losses else
                                 "; nowhere significantly below KD") + ".")
