@@ -227,32 +227,38 @@ def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
 
 
 def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]],
-          teacher_avg: float | None = None) -> list[Path]:
-    """Average main metric against training cost (x KD) and against consistency, one point per row."""
+          teachers: dict[str, dict]) -> list[Path]:
+    """Main metric against training cost (x KD) and against consistency: one panel per task (tasks differ in
+    scale and not every student ran every task), colour = method, marker = student, teacher as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = sorted({k for s in stats.values() for k in s})
+    methods = sorted({m for _, m in keys})
+    students = sorted({s for s, _ in keys})
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    markers = {s: "osD^v<>P*X"[i % 10] for i, s in enumerate(students)}
     written = []
     for name, x_key, x_label in (("cost", "cost", "training cost per epoch (x KD)"),
-                                 ("consistency", "consistency", "teacher-student consistency (Spearman)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in keys:
-            xs = [stats[t][key][x_key] for t in tasks if key in stats[t] and stats[t][key][x_key] is not None]
-            ys = [stats[t][key]["score"] for t in tasks if key in stats[t] and stats[t][key][x_key] is not None]
-            if xs:
-                ax.scatter(statistics.fmean(xs), statistics.fmean(ys), label=f"{key[1]} ({key[0]})")
-        if teacher_avg is not None:
-            ax.axhline(teacher_avg, color="grey", linestyle="--", linewidth=1, label="teacher")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(f"dev main metric, mean over {', '.join(tasks)}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+                                 ("consistency", "consistency", "consistency (Spearman)")):
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks) + 2, 4), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            for key, st in stats[task].items():
+                if st[x_key] is not None:
+                    ax.scatter(st[x_key], st["score"], color=colours[key[1]], marker=markers[key[0]], s=40)
+            if task in teachers:
+                ax.axhline(teachers[task]["score"], color="grey", linestyle="--", linewidth=1)
+            ax.set_title(f"{get_task(task).folder} ({get_task(task).main_metric}; dashed: teacher)", fontsize=9)
+            ax.set_xlabel(x_label)
+            ax.grid(alpha=0.3)
+        handles = [plt.Line2D([], [], color=colours[m], marker="o", linestyle="", label=m) for m in methods]
+        handles += [plt.Line2D([], [], color="black", marker=markers[s], linestyle="", label=s) for s in students]
+        fig.legend(handles=handles, loc="center right", fontsize=7)
+        fig.tight_layout(rect=(0, 0, 1 - 2 / (4.5 * len(tasks) + 2), 1))
         path = out.with_name(f"{out.stem}-metric-vs-{name}.png")
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
@@ -337,7 +343,7 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages)) + "\n")
     if out:
         out = Path(out)
-        pngs = plots(out, tasks, stats, _mean([teachers[t]["score"] for t in tasks if t in teachers]))
+        pngs = plots(out, tasks, stats, teachers)
         parts.append("## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n")
         out.write_text("\n".join(parts))
     return "\n".join(parts)
