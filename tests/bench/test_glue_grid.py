@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 
-from egkd.bench.glue import Grid, Unit, check_finished_run, split_students
+from egkd.bench.glue import Grid, Unit, check_finished_run, read_results, split_students
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
@@ -89,21 +89,11 @@ def test_rerun_runs_nothing_and_refuses_other_settings(grid_out, capsys):
     mtime = (run / "model.safetensors").stat().st_mtime_ns
     (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
     assert cli_main(*args) == 0
-    assert [r["key"] for r in _records_valid(out)] == [json.loads(x)["key"] for x in lines]
+    assert list(read_results(out)) == [json.loads(x)["key"] for x in lines]
     assert (run / "model.safetensors").stat().st_mtime_ns == mtime
     # and a run folder trained with other settings is never taken for the unit
     with pytest.raises(EgkdError, match=r"other settings \(epochs\)"):
         check_finished_run(run, {"epochs": 2.0, "seed": 43})
-
-
-def _records_valid(out):
-    recs = []
-    for line in (out / "results.jsonl").read_text().splitlines():
-        try:
-            recs.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return recs
 
 
 def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
