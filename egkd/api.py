@@ -145,7 +145,8 @@ def build_terms(cfg: RunConfig, student: Built, units: str = "token") -> list[Lo
             tok = student.tokenizer
             for family in explainer_families(cfg.explainer):
                 if family == "gradient":
-                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
+                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction,
+                                                      guard=cfg.grad_norm_guard))
                     terms[-1].every = max(1, cfg.grad_every)
                 elif family == "perturbation":
                     terms.append(families["perturbation"](cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,
@@ -190,7 +191,7 @@ def cache_specs(cfg: RunConfig, terms: list[LossTerm], units: str = "token") -> 
             specs.append(CacheSpec("gradient", explainer=cfg.teacher_explainer, target=cfg.explain_target,
                                    units=units))
         elif t.cache_family == "perturbation":
-            specs.append(CacheSpec("perturbation", target=single, units=units))
+            specs.append(CacheSpec("perturbation", target=single, units=units, max_units=cfg.perturb_units))
         elif t.cache_family == "selection":
             specs.append(CacheSpec("selection", explainer=cfg.teacher_explainer, target=single,
                                    budget=cfg.rationale_budget, units=units))

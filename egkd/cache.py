@@ -10,7 +10,8 @@ Contents per family, one row per training example, in dataset order, padded to `
 * always: ``logits [N, C]``, ``target [N]`` (the explained class), ``idx [N]``;
 * ``gradient``: ``map [N, L]`` (saliency, gradient x input or integrated gradients);
 * ``perturbation``: ``map [N, L]`` (leave-one-unit-out scores) and ``occluded [N, L, C]``, the teacher's
-  output distribution with unit u occluded (``occluded[:, u]``, units numbered as in :func:`unit_index`);
+  output distribution with unit u occluded (``occluded[:, u]``, units numbered as in :func:`unit_index`;
+  NaN for units a ``max_units`` cache did not occlude);
 * ``selection``: ``rationale [N, L]`` (uint8), ``on_rationale [N, C]`` and ``on_complement [N, C]``, the
   teacher's outputs on the rationale alone and on everything but the rationale.
 
@@ -57,6 +58,7 @@ class CacheSpec:
     budget: float = 0.2  # selection: fraction of units in the rationale
     selector: str = "topr"  # selection: topr (top-r of the explainer's map) | amortized
     units: str = "token"  # token | word: maps over words (students with another tokenizer), see _word_outputs
+    max_units: int = 0  # perturbation: occlude at most this many sampled units per example (0: all)
 
     def describe(self) -> dict[str, Any]:
         d = {"family": self.family, "target": self.target}
@@ -66,6 +68,8 @@ class CacheSpec:
             d.update(budget=self.budget, selector=self.selector)
         if self.units != "token":
             d["units"] = self.units
+        if self.family == "perturbation" and self.max_units:
+            d["max_units"] = self.max_units
         return d
 
 
@@ -145,7 +149,7 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
     elif spec.family == "gradient":
         out["map"] = pad(get_explainer(spec.explainer).attribute(teacher, batch, target).float())
     elif spec.family == "perturbation":
-        occ = Occlusion(mode="mask", mask_token_id=mask_id)
+        occ = Occlusion(mode="mask", mask_token_id=mask_id, max_units=spec.max_units)
         scores, occluded = occ.attribute_with_outputs(teacher, batch, target)  # [B, L], [B, U, C], U <= L
         occluded = occluded.float()
         out["map"] = pad(scores.float())

@@ -61,7 +61,7 @@ def word_outputs(teacher, batch: dict[str, Tensor], spec, pad_id: int, mask_id: 
         scores = get_explainer(spec.explainer).attribute(teacher, batch, target).float()
         out["map"] = pad(to_words(scores, word_ids))
     elif spec.family == "perturbation":
-        occ = Occlusion(mode="mask", mask_token_id=mask_id, units="word")
+        occ = Occlusion(mode="mask", mask_token_id=mask_id, units="word", max_units=spec.max_units)
         scores, occluded = occ.attribute_with_outputs(teacher, batch, target)  # [B, L], [B, W, C]
         out["map"] = pad(to_words(scores.float(), word_ids))
         out["occluded"] = pad(occluded.float())

@@ -68,10 +68,12 @@ class RunConfig:
     grad_weight: float = 1.0
     grad_fraction: float = 0.25  # share of each batch that gets the (double backprop) student map
     grad_every: int = 1  # apply the gradient term every N steps
+    grad_norm_guard: bool = False  # weight each example by min(1, |student map| / |teacher map|)
     perturb_weight: float = 1.0
     perturb_k: int = 1  # occluded copies per example and step
     perturb_mix: float = 0.5  # share of occluded units drawn from the teacher's importance (rest uniform)
     perturb_fraction: float = 0.4  # share of each batch that gets occluded copies
+    perturb_units: int = 0  # teacher cache: occlude at most N sampled units per example (0: every unit)
     select_weight: float = 1.0
     rationale_budget: float = 0.2
     comp_weight: float = 1.0  # comprehensiveness relative to sufficiency inside the selection term
@@ -79,6 +81,7 @@ class RunConfig:
     adkd_weight: float = 1.0
     adkd_steps: int = 8
     adkd_top_k: float = 0.5
+    explain_warmup: float = 0.0  # share of training over which explanation weights rise linearly from 0
 
     # evaluation, checkpoints, logs
     eval_every: int = 0  # steps; 0 = at the end of each epoch
@@ -129,6 +132,8 @@ def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> RunCo
         raise EgkdError("--epochs, --batch-size and --learning-rate must be positive")
     if not 0.0 <= cfg.alpha <= 1.0:
         raise EgkdError(f"--alpha must lie in [0, 1], not {cfg.alpha}")
+    if not 0.0 <= cfg.explain_warmup <= 1.0:
+        raise EgkdError(f"--explain-warmup is a share of training in [0, 1], not {cfg.explain_warmup}")
     if isinstance(cfg.log_with, str):
         cfg.log_with = [s for s in cfg.log_with.split(",") if s]
     return cfg

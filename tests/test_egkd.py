@@ -29,10 +29,11 @@ from torch import nn
 import egkd.cache as cache_mod
 from egkd import api
 from egkd.cache import CacheSpec, TeacherCache, build_teacher_cache, cache_key, weights_fingerprint
-from egkd.config import RunConfig
+from egkd.config import RunConfig, build_config
 from egkd.data.synthetic import write_synthetic_glue
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator, tokenize_split
+from egkd.errors import EgkdError
 from egkd.evaluation.explanations import evidence_mass
 from egkd.explain import alignment_loss, get_explainer, student_gradient_map, to_words, top_r_rationale, unit_mask
 from egkd.losses.explanation import GradientAlignment, PerturbationMatching, SelectionConsistency
@@ -579,3 +580,45 @@ def test_punctuation_splitting_pre_tokenizer_refines_whitespace_words():
         via_fine = torch.zeros(1, n_ws).scatter_add(1, coarse_index, fine_words)
         direct = to_words(token_map, torch.tensor(owner).unsqueeze(0))
         torch.testing.assert_close(via_fine, direct)
+
+
+def test_perturbation_never_samples_a_unit_the_cache_did_not_occlude():
+    batch = hand_batch()
+    occluded = torch.full((2, 7, 2), 0.5)
+    occluded[0, [0, 2, 3]] = float("nan")  # a max_units cache occluded only unit 1 of example 0
+    occluded[1, [0, 1]] = float("nan")  # ... and only unit 2 of example 1
+    cached = {"perturbation": {"map": torch.ones(2, 7), "occluded": occluded}}
+    term = PerturbationMatching(k=4, mix=0.5, mask_token_id=MASK, seed=0)
+    for _ in range(10):
+        term.augment(batch, cached)
+        assert term._last_units[0].tolist() == [1] * 4 and term._last_units[1].tolist() == [2] * 4
+    out = StepOutputs(batch=batch, student_logits=torch.zeros(2, 2),
+                      extras={"cached": cached, "aug_logits": {"perturbation": torch.randn(8, 2)}})
+    assert torch.isfinite(term(out))
+
+
+def test_explanation_weight_warms_up_linearly_and_is_not_computed_at_zero():
+    model, batch = _tiny_student(), _bert_batch(b=4)
+    cache = {"gradient": _gradient_cache(batch)}
+    grad, kd = GradientAlignment(weight=2.0), KDLoss(1.0)
+    grad.ramp_steps = 4
+    kd.ramp_steps = 4  # not an explanation term: the loop never ramps it, but the arithmetic is the same
+    assert [grad.weight_at(s) for s in range(6)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    out0 = forward(model, batch, [grad], None, cache, False, step=0)
+    assert "student_map" not in out0.extras and total_loss([grad], out0)[1] == {}
+    out2 = forward(model, batch, [grad], None, cache, False, step=2)
+    loss, parts = total_loss([grad], out2)
+    assert float(loss.detach()) == pytest.approx(1.0 * parts["gradient"], rel=1e-6)  # weight 2 at half the ramp
+    assert GradientAlignment.explanation and not KDLoss.explanation
+
+
+def test_explain_warmup_is_checked_and_perturb_units_keys_the_cache():
+    with pytest.raises(EgkdError, match="explain-warmup"):
+        build_config(explain_warmup=1.5)
+    key = lambda spec: cache_key("teacher", "data", spec, 64)  # noqa: E731
+    assert key(CacheSpec("perturbation", max_units=0)) == key(CacheSpec("perturbation"))  # old caches still hit
+    assert key(CacheSpec("perturbation", max_units=8)) != key(CacheSpec("perturbation"))
+    assert key(CacheSpec("gradient", max_units=8)) == key(CacheSpec("gradient"))  # only occlusion samples units
+    cfg = RunConfig(method="egkd", explainer="perturbation", perturb_units=8)
+    built = Built(_tiny_student(), type("Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD})())
+    assert [s.max_units for s in api.cache_specs(cfg, api.build_terms(cfg, built))] == [8]

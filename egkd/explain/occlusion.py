@@ -44,6 +44,11 @@ class Occlusion(Explainer):
     carries ``word_score / n_tokens`` so that :func:`~egkd.explain.base.to_words` gives back the word
     score. All copies of a batch are stacked and run in chunks of ``chunk_size`` rows, without
     gradients. Cost: ``1 + n_units`` forwards per example, no backward.
+
+    ``max_units=N`` occludes only N units per example, drawn uniformly without replacement (seeded by the
+    example's ``idx``, so a resumed or rebuilt cache draws the same units); the other units get score 0 and
+    NaN outputs, which the perturbation term never samples. Cost: ``1 + min(n_units, N)`` forwards. This
+    makes the perturbation family affordable on sentence pairs (MRPC/RTE: 50-100 units per example).
     """
 
     name = "occlusion"
@@ -54,6 +59,8 @@ class Occlusion(Explainer):
         mask_token_id: int | None = None,
         chunk_size: int = 256,
         units: str = "token",
+        max_units: int = 0,
+        seed: int = 0,
     ) -> None:
         if mode not in MODES:
             raise EgkdError(f"unknown occlusion mode {mode!r}; use one of {', '.join(MODES)}")
@@ -65,6 +72,7 @@ class Occlusion(Explainer):
         self.mask_token_id = mask_token_id
         self.chunk_size = chunk_size
         self.units = units
+        self.max_units, self.seed = max(0, int(max_units)), seed
 
     def _mask_id(self, model: nn.Module) -> int:
         token = self.mask_token_id
@@ -107,7 +115,7 @@ class Occlusion(Explainer):
             return torch.zeros(index.shape, dtype=clean.dtype, device=clean.device), occluded
         p_clean = clean.gather(1, col.view(-1, 1))  # [B, 1]
         p_occ = occluded.gather(2, col.view(-1, 1, 1).expand(-1, occluded.shape[1], 1)).squeeze(2)
-        unit_scores = p_clean - p_occ  # [B, U]
+        unit_scores = (p_clean - p_occ).nan_to_num(0.0)  # [B, U]; units left out by max_units score 0
         valid = index >= 0
         safe = index.clamp(min=0)
         per_token = unit_scores.gather(1, safe)
@@ -123,6 +131,10 @@ class Occlusion(Explainer):
         clean = self._outputs(model, model_inputs(batch, model))
         out = clean.unsqueeze(1).repeat(1, u_max, 1)
         slots = torch.arange(u_max, device=index.device).unsqueeze(0) < counts.unsqueeze(1)
+        if self.max_units and u_max > self.max_units:
+            chosen = self._sampled_slots(batch, counts, u_max)
+            out[slots & ~chosen] = float("nan")  # not computed: never to be read as an output
+            slots = chosen
         ex, unit = slots.nonzero(as_tuple=True)  # one occluded copy per (example, unit) pair
         if ex.numel() == 0:
             return clean, out
@@ -139,6 +151,16 @@ class Occlusion(Explainer):
             results.append(self._outputs(model, inputs))
         out[ex, unit] = torch.cat(results)
         return clean, out
+
+    def _sampled_slots(self, batch: Batch, counts: Tensor, u_max: int) -> Tensor:
+        """``[B, U]`` the units to occlude: ``max_units`` of each example's, drawn with a per-example seed."""
+        ids = batch.get("idx")
+        chosen = torch.zeros(counts.shape[0], u_max, dtype=torch.bool)
+        g = torch.Generator()
+        for i, n in enumerate(counts.tolist()):
+            g.manual_seed(self.seed * 1_000_003 + (int(ids[i]) if ids is not None else i))
+            chosen[i, torch.randperm(max(n, 0), generator=g)[: self.max_units]] = True
+        return chosen.to(counts.device)
 
     @staticmethod
     def _outputs(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:

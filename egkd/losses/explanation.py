@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from egkd.explain import alignment_loss, rationale_inputs, unit_mask
+from egkd.explain import alignment_loss, norm_guard, rationale_inputs, unit_mask
 from egkd.explain.base import gradient_wrt_embeddings, model_inputs
 from egkd.explain.integrated_gradients import IntegratedGradients
 from egkd.explain.occlusion import unit_index
@@ -38,16 +38,31 @@ def distribution_loss(student_logits: Tensor, teacher_out: Tensor, temperature: 
     return kd_loss(student_logits, teacher_out.clamp_min(1e-8).log(), temperature)
 
 
+def computed(occluded: Tensor, width: int) -> Tensor:
+    """``[B, width]``: units whose occluded teacher output is in the cache (a ``max_units`` cache holds NaN for
+    the units it did not occlude; units past the cache's width count as computed, they are masked elsewhere)."""
+    have = ~occluded[:, :width, 0].isnan()
+    if have.shape[1] < width:
+        have = torch.nn.functional.pad(have, (0, width - have.shape[1]), value=True)
+    return have
+
+
 class GradientAlignment(LossTerm):
     """Align the student's gradient x input map to the cached teacher map (normalized MSE by default)."""
 
     name = "gradient"
     cache_family = "gradient"
+    explanation = True
     student_map = True
 
-    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0, guard: bool = False) -> None:
         super().__init__(weight)
         self.kind, self.fraction = kind, fraction
+        self.guard = guard  # weight each example by min(1, |s| / |t|): see egkd.explain.align.norm_guard
+
+    def align(self, smap: Tensor, teacher_map: Tensor, mask: Tensor) -> Tensor:
+        weights = norm_guard(smap, teacher_map, mask) if self.guard else None
+        return alignment_loss(smap, teacher_map, mask, kind=self.kind, weights=weights)
 
     def rows(self, batch_size: int) -> int:
         """How many examples of the batch get the (double-backprop) map: the first ceil(fraction * B)."""
@@ -59,9 +74,9 @@ class GradientAlignment(LossTerm):
         teacher_map = out.extras["cached"]["gradient"]["map"][:n]
         mask = unit_mask({k: v[:n] for k, v in out.batch.items() if k in ("word_ids", "attention_mask")})
         if smap.dim() == 3:  # multi-view: every class's map aligned, averaged over classes
-            return torch.stack([alignment_loss(smap[..., c], teacher_map[..., c], mask, kind=self.kind)
+            return torch.stack([self.align(smap[..., c], teacher_map[..., c], mask)
                                 for c in range(smap.shape[-1])]).mean()
-        return alignment_loss(smap, teacher_map, mask, kind=self.kind)
+        return self.align(smap, teacher_map, mask)
 
 
 class PerturbationMatching(LossTerm):
@@ -69,6 +84,7 @@ class PerturbationMatching(LossTerm):
 
     name = "perturbation"
     cache_family = "perturbation"
+    explanation = True
 
     def __init__(self, weight: float = 1.0, k: int = 1, mix: float = 0.5, temperature: float = 2.0,
                  mask_token_id: int = 103, seed: int = 0, fraction: float = 1.0) -> None:
@@ -77,12 +93,15 @@ class PerturbationMatching(LossTerm):
         self.fraction = fraction  # copies for the first ceil(fraction * B) examples: each copy costs a fwd+bwd
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample_units(self, batch: dict[str, Tensor], teacher_map: Tensor) -> Tensor:
-        """``[B, k]`` unit numbers: from the teacher's |importance| with probability ``mix``, else uniform."""
+    def sample_units(self, batch: dict[str, Tensor], teacher_map: Tensor, occluded: Tensor | None = None) -> Tensor:
+        """``[B, k]`` unit numbers: from the teacher's |importance| with probability ``mix``, else uniform;
+        only units whose occluded output the cache holds (see ``computed``)."""
         index, counts = unit_index(batch, "token")
         b = counts.shape[0]
         u_max = max(1, int(counts.max()))
         valid = torch.arange(u_max, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+        if occluded is not None:
+            valid = valid & computed(occluded, u_max)
         # teacher's importance per unit (token units: the map at the unit's position)
         importance = torch.zeros(b, u_max, device=teacher_map.device)
         pos = index >= 0
@@ -104,7 +123,7 @@ class PerturbationMatching(LossTerm):
         n = max(1, math.ceil(self.fraction * batch["input_ids"].shape[0]))
         batch = {k: v[:n] for k, v in batch.items()}
         teacher_map = cached["perturbation"]["map"][:n]
-        units = self.sample_units(batch, teacher_map)  # [n, k]
+        units = self.sample_units(batch, teacher_map, cached["perturbation"]["occluded"][:n])  # [n, k]
         index, _ = unit_index(batch, "token")
         copies = {k: v.repeat_interleave(self.k, 0) for k, v in model_inputs(batch).items()}
         hidden = units.reshape(-1)
@@ -128,6 +147,7 @@ class SelectionConsistency(LossTerm):
 
     name = "selection"
     cache_family = "selection"
+    explanation = True
 
     def __init__(self, weight: float = 1.0, comprehensiveness: float = 1.0, temperature: float = 2.0,
                  pad_token_id: int = 0, fraction: float = 1.0) -> None:
@@ -166,6 +186,7 @@ class ADKDAttribution(LossTerm):
     """
 
     name = "adkd"
+    explanation = True
     needs_teacher = True
     needs_teacher_model = True
 

@@ -35,14 +35,25 @@ class LossTerm:
     needs_teacher_model = False  # runs the live teacher itself (e.g. AD-KD's online integrated gradients)
     needs_hidden = False
     cache_family: str | None = None  # the teacher-cache entry the term reads (see egkd.cache)
+    explanation = False  # an explanation term: its weight follows --explain-warmup
 
     def __init__(self, weight: float = 1.0, every: int = 1) -> None:
         self.weight = float(weight)
         self.every = max(1, int(every))
+        self.ramp_steps = 0  # the weight rises linearly from 0 over the first ramp_steps steps (0: no ramp)
+
+    def weight_at(self, step: int) -> float:
+        """The weight at ``step``. The ramp exists because a randomly initialised student cannot match the
+        teacher's explanations before it has learnt the task: a full-weight explanation term from step 0 kept
+        BiLSTM/CNN students at the majority class (docs/results-sst2-4k.md)."""
+        if self.ramp_steps <= 0:
+            return self.weight
+        return self.weight * min(1.0, step / self.ramp_steps)
 
     def active(self, step: int) -> bool:
-        """Terms can run on every ``every``-th step only, trading their cost against their effect."""
-        return step % self.every == 0
+        """Terms can run on every ``every``-th step only, trading their cost against their effect; a term
+        whose ramped weight is still 0 is not computed at all."""
+        return step % self.every == 0 and self.weight_at(step) != 0.0
 
     def __call__(self, out: StepOutputs) -> Tensor:
         raise NotImplementedError
@@ -140,5 +151,5 @@ def total_loss(terms: list[LossTerm], out: StepOutputs) -> tuple[Tensor, dict[st
             continue
         value = term(out)
         parts[term.name] = float(value.detach())
-        loss = loss + term.weight * value
+        loss = loss + term.weight_at(step) * value
     return loss, parts

@@ -19,9 +19,15 @@ import torch
 from torch import Tensor
 
 from egkd.cache_words import word_counts, words_to_tokens
-from egkd.explain import alignment_loss, to_words
+from egkd.explain import to_words
 from egkd.explain.base import model_inputs
-from egkd.losses.explanation import GradientAlignment, PerturbationMatching, SelectionConsistency, distribution_loss
+from egkd.losses.explanation import (
+    GradientAlignment,
+    PerturbationMatching,
+    SelectionConsistency,
+    computed,
+    distribution_loss,
+)
 from egkd.losses.terms import StepOutputs
 
 
@@ -45,25 +51,26 @@ class WordGradientAlignment(GradientAlignment):
         s_words = to_words(smap, sub["word_ids"], num_words=width)
         t_words = cached["map"][:n, :width]
         mask = word_mask(shared_words(sub, cached["n_words"][:n]), width)
-        return alignment_loss(s_words, t_words, mask, kind=self.kind)
+        return self.align(s_words, t_words, mask)
 
 
 class WordPerturbationMatching(PerturbationMatching):
     """:class:`PerturbationMatching` with whole words occluded on both sides."""
 
-    def sample_words(self, batch: dict[str, Tensor], teacher_map: Tensor, teacher_words: Tensor) -> Tensor:
+    def sample_words(self, batch: dict[str, Tensor], teacher_map: Tensor, teacher_words: Tensor,
+                     occluded: Tensor) -> Tensor:
         counts = shared_words(batch, teacher_words)
         u_max = max(1, int(counts.max()))
         importance = teacher_map[:, :u_max]
         if importance.shape[1] < u_max:
             importance = torch.nn.functional.pad(importance, (0, u_max - importance.shape[1]))
-        return self.draw(importance, word_mask(counts, u_max), counts)
+        return self.draw(importance, word_mask(counts, u_max) & computed(occluded, u_max), counts)
 
     def augment(self, batch: dict[str, Tensor], cached: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
         n = max(1, math.ceil(self.fraction * batch["input_ids"].shape[0]))
         batch = {k: v[:n] for k, v in batch.items()}
         rows = {k: v[:n] for k, v in cached["perturbation"].items()}
-        units = self.sample_words(batch, rows["map"], rows["n_words"])  # [n, k] word numbers
+        units = self.sample_words(batch, rows["map"], rows["n_words"], rows["occluded"])  # [n, k] word numbers
         copies = {k: v.repeat_interleave(self.k, 0) for k, v in model_inputs(batch).items()}
         word_ids = batch["word_ids"].repeat_interleave(self.k, 0)
         hit = (word_ids == units.reshape(-1).unsqueeze(1)) & (word_ids >= 0)

@@ -138,6 +138,9 @@ def train(
     train_dl, dev_dl = get_dataloaders(train_ds, dev_ds, tokenizer, task, cfg)
     updates_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum_steps)
     total_updates = max(1, math.ceil(updates_per_epoch * cfg.epochs))
+    for term in terms:
+        if term.explanation:
+            term.ramp_steps = int(cfg.explain_warmup * total_updates)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     # fused AdamW: ~10x faster optimizer step than foreach on CPU (DESIGN.md, measured pitfalls)

@@ -146,3 +146,27 @@ def test_models_without_token_type_ids_are_fed_without_them(batch):
 
     Occlusion(mask_token_id=MASK).attribute(NoTypes(), batch)
     assert seen and all(keys == [] for keys in seen)
+
+
+@pytest.mark.parametrize("units", ["token", "word"])
+def test_max_units_occludes_a_seeded_subset_with_the_full_outputs(model, batch, units):
+    full = Occlusion(mask_token_id=MASK, units=units)
+    part = Occlusion(mask_token_id=MASK, units=units, max_units=2, seed=3)
+    target = torch.tensor([1, 0, 0])
+    s_full, o_full = full.attribute_with_outputs(model, batch, target)
+    s_part, o_part = part.attribute_with_outputs(model, batch, target)
+    _, counts = unit_index(batch, units)
+    computed = ~o_part[..., 0].isnan()
+    for i, n in enumerate(counts.tolist()):
+        assert int(computed[i, :n].sum()) == min(n, 2)  # at most max_units per example, never beyond its units
+    # what was computed is exactly the full occlusion's output; the rest is NaN, scored 0
+    torch.testing.assert_close(o_part[computed], o_full[computed])
+    index, _ = unit_index(batch, units)
+    on_computed = computed.gather(1, index.clamp(min=0)) & (index >= 0)
+    torch.testing.assert_close(s_part[on_computed], s_full[on_computed])
+    assert (s_part[~on_computed] == 0).all() and s_part.isfinite().all()
+
+    # the subset depends on the example's idx, not on its place in the batch (a resumed cache draws the same)
+    flipped = {k: v.flip(0) for k, v in batch.items()}
+    _, o_flip = part.attribute_with_outputs(model, flipped, target.flip(0))
+    assert torch.equal(~o_flip[..., 0].isnan(), computed.flip(0))
