@@ -145,8 +145,7 @@ def build_terms(cfg: RunConfig, student: Built, units: str = "token") -> list[Lo
             tok = student.tokenizer
             for family in explainer_families(cfg.explainer):
                 if family == "gradient":
-                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction,
-                                                      guard=cfg.grad_norm_guard))
+                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
                     terms[-1].every = max(1, cfg.grad_every)
                 elif family == "perturbation":
                     terms.append(families["perturbation"](cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,

@@ -60,8 +60,6 @@ HELP = {
     "teacher_explainer": "teacher map for gradient/selection: saliency | gxi | ig[:steps=8]",
     "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps)",
     "grad_fraction": "share of each batch given the double-backprop student map",
-    "grad_norm_guard": "weight each example's map alignment by min(1, |student map| / |teacher map|): keeps the "
-                       "1/|map| gradients of a randomly initialised student from swamping KD",
     "perturb_k": "occluded copies per example and step (each costs a forward+backward)",
     "rationale_budget": "share of units in the teacher's rationale (selection family)",
     "perturb_fraction": "share of each batch given occluded copies",
@@ -69,6 +67,9 @@ HELP = {
     "select_fraction": "share of each batch given the rationale-only and complement forwards",
     "explain_warmup": "share of training over which the explanation terms' weights rise from 0 to their value "
                       "(lets a randomly initialised student learn the task first)",
+    "explain_grad_ratio": "cap the explanation terms' gradient norm at this multiple of the gold+KD gradient "
+                          "norm each step (0: off); for randomly initialised students, whose explanation "
+                          "gradient is ~25x KD's at the start",
     "augment": "add N teacher-labelled copies of each training example (masked words, n-grams; Tang et al.)",
     "augment_mask": "augmentation: probability of masking each word",
     "augment_ngram": "augmentation: probability of cutting a copy to a random 1-5-gram",
@@ -80,9 +81,10 @@ COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "m
 DISTILL = ["teacher", "student", "method", "augment", "augment_mask", "augment_ngram",
            "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
            "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
-           "grad_every", "grad_norm_guard", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
+           "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
            "perturb_units", "select_weight", "rationale_budget", "comp_weight", "select_fraction", "adkd_weight",
-           "adkd_steps", "adkd_top_k", "explain_warmup"]
+           "adkd_steps", "adkd_top_k", "explain_warmup",
+           "explain_grad_ratio"]
 
 
 def _plain_type(tp: Any) -> type:

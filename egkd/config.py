@@ -68,7 +68,6 @@ class RunConfig:
     grad_weight: float = 1.0
     grad_fraction: float = 0.25  # share of each batch that gets the (double backprop) student map
     grad_every: int = 1  # apply the gradient term every N steps
-    grad_norm_guard: bool = False  # weight each example by min(1, |student map| / |teacher map|)
     perturb_weight: float = 1.0
     perturb_k: int = 1  # occluded copies per example and step
     perturb_mix: float = 0.5  # share of occluded units drawn from the teacher's importance (rest uniform)
@@ -82,6 +81,7 @@ class RunConfig:
     adkd_steps: int = 8
     adkd_top_k: float = 0.5
     explain_warmup: float = 0.0  # share of training over which explanation weights rise linearly from 0
+    explain_grad_ratio: float = 0.0  # cap the explanation terms' gradient at this x the gold+KD gradient (0: off)
 
     # evaluation, checkpoints, logs
     eval_every: int = 0  # steps; 0 = at the end of each epoch
@@ -134,6 +134,11 @@ def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> RunCo
         raise EgkdError(f"--alpha must lie in [0, 1], not {cfg.alpha}")
     if not 0.0 <= cfg.explain_warmup <= 1.0:
         raise EgkdError(f"--explain-warmup is a share of training in [0, 1], not {cfg.explain_warmup}")
+    if cfg.explain_grad_ratio < 0:
+        raise EgkdError(f"--explain-grad-ratio must be >= 0 (0 turns it off), not {cfg.explain_grad_ratio}")
+    if cfg.explain_grad_ratio and cfg.mixed_precision == "fp16":
+        raise EgkdError("--explain-grad-ratio splits the backward pass, which fp16 loss scaling does not support: "
+                        "use --mixed-precision bf16 or no")
     if isinstance(cfg.log_with, str):
         cfg.log_with = [s for s in cfg.log_with.split(",") if s]
     return cfg

@@ -37,9 +37,9 @@ from egkd.errors import EgkdError
 from egkd.evaluation.explanations import evidence_mass
 from egkd.explain import alignment_loss, get_explainer, student_gradient_map, to_words, top_r_rationale, unit_mask
 from egkd.losses.explanation import GradientAlignment, PerturbationMatching, SelectionConsistency
-from egkd.losses.terms import KDLoss, StepOutputs, total_loss
+from egkd.losses.terms import KDLoss, StepOutputs, split_loss, total_loss
 from egkd.models.students import Built, load_classifier, scratch_bert
-from egkd.training.loop import forward
+from egkd.training.loop import balanced_backward, forward
 
 TEACHER = "config:layers=2,hidden=64,heads=2"
 STUDENT = "config:layers=1,hidden=64,heads=2"  # random init: there is something to learn
@@ -622,3 +622,37 @@ def test_explain_warmup_is_checked_and_perturb_units_keys_the_cache():
     cfg = RunConfig(method="egkd", explainer="perturbation", perturb_units=8)
     built = Built(_tiny_student(), type("Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD})())
     assert [s.max_units for s in api.cache_specs(cfg, api.build_terms(cfg, built))] == [8]
+
+
+def test_balanced_backward_caps_the_explanation_gradient_relative_to_the_task_gradient():
+    model, batch = _tiny_student(), _bert_batch(b=4)
+    cache = {"gradient": _gradient_cache(batch)}
+    terms = [KDLoss(1.0), GradientAlignment(weight=50.0)]
+
+    def losses():
+        model.zero_grad()
+        task, expl, _ = split_loss(terms, forward(model, batch, terms, None, cache, False, step=0))
+        return task, expl
+
+    def grads(loss):  # the two gradients by plain, separate backward passes
+        loss.backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    g_task, g_expl = grads(losses()[0]), grads(losses()[1])
+    norm = lambda gs: float(torch.sqrt(sum((g**2).sum() for g in gs)))  # noqa: E731
+    assert norm(g_expl) > norm(g_task)  # weight 50: the explanation gradient is the larger one
+    for ratio in (0.5, 1e6):
+        expected = min(1.0, ratio * norm(g_task) / norm(g_expl))
+        scale = balanced_backward(model, *losses(), ratio)
+        assert scale == pytest.approx(expected, rel=1e-6)
+        for p, a, b in zip(model.parameters(), g_task, g_expl, strict=True):
+            got = p.grad if p.grad is not None else torch.zeros_like(p)
+            torch.testing.assert_close(got, a + expected * b, rtol=1e-5, atol=1e-7)
+    assert expected == 1.0  # a large ratio leaves the plain sum
+
+
+def test_explain_grad_ratio_is_checked():
+    with pytest.raises(EgkdError, match="explain-grad-ratio"):
+        build_config(explain_grad_ratio=-1.0)
+    with pytest.raises(EgkdError, match="fp16"):
+        build_config(explain_grad_ratio=1.0, mixed_precision="fp16")

@@ -7,7 +7,7 @@ one from a short spec string as used in configs and on the command line, e.g. ``
 from __future__ import annotations
 
 from egkd.errors import EgkdError
-from egkd.explain.align import alignment_loss, norm_guard
+from egkd.explain.align import alignment_loss
 from egkd.explain.base import (
     Explainer,
     embed,
@@ -82,7 +82,6 @@ __all__ = [
     "Occlusion",
     "Saliency",
     "alignment_loss",
-    "norm_guard",
     "embed",
     "forward_from_embeddings",
     "get_explainer",

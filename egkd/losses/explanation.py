@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from egkd.explain import alignment_loss, norm_guard, rationale_inputs, unit_mask
+from egkd.explain import alignment_loss, rationale_inputs, unit_mask
 from egkd.explain.base import gradient_wrt_embeddings, model_inputs
 from egkd.explain.integrated_gradients import IntegratedGradients
 from egkd.explain.occlusion import unit_index
@@ -55,14 +55,12 @@ class GradientAlignment(LossTerm):
     explanation = True
     student_map = True
 
-    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0, guard: bool = False) -> None:
+    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0) -> None:
         super().__init__(weight)
         self.kind, self.fraction = kind, fraction
-        self.guard = guard  # weight each example by min(1, |s| / |t|): see egkd.explain.align.norm_guard
 
     def align(self, smap: Tensor, teacher_map: Tensor, mask: Tensor) -> Tensor:
-        weights = norm_guard(smap, teacher_map, mask) if self.guard else None
-        return alignment_loss(smap, teacher_map, mask, kind=self.kind, weights=weights)
+        return alignment_loss(smap, teacher_map, mask, kind=self.kind)
 
     def rows(self, batch_size: int) -> int:
         """How many examples of the batch get the (double-backprop) map: the first ceil(fraction * B)."""

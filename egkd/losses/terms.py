@@ -141,15 +141,23 @@ def parse_layer_map(text: str) -> dict[int, int]:
         raise EgkdError(f"--pkd-layer-map takes s:t pairs like 0:1,1:3,2:5, got {text!r}") from None
 
 
-def total_loss(terms: list[LossTerm], out: StepOutputs) -> tuple[Tensor, dict[str, float]]:
-    """Weighted sum of the terms and each term's unweighted value (for the logs)."""
+def split_loss(terms: list[LossTerm], out: StepOutputs) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """``(task, explanation, parts)``: the weighted sums of the prediction terms (gold, KD, PKD) and of the
+    explanation terms, kept apart so that the loop can balance their gradients, and each term's unweighted
+    value (for the logs)."""
     parts = {}
-    loss = out.student_logits.new_zeros((), dtype=torch.float32)
+    sums = [out.student_logits.new_zeros((), dtype=torch.float32) for _ in range(2)]
     step = out.extras.get("step", 0)
     for term in terms:
         if term.weight == 0.0 or not term.active(step):
             continue
         value = term(out)
         parts[term.name] = float(value.detach())
-        loss = loss + term.weight_at(step) * value
-    return loss, parts
+        sums[term.explanation] = sums[term.explanation] + term.weight_at(step) * value
+    return sums[0], sums[1], parts
+
+
+def total_loss(terms: list[LossTerm], out: StepOutputs) -> tuple[Tensor, dict[str, float]]:
+    """Weighted sum of the terms and each term's unweighted value (for the logs)."""
+    task, explanation, parts = split_loss(terms, out)
+    return task + explanation, parts
