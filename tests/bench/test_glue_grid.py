@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 
-from egkd.bench.glue import Grid, Unit, check_finished_run, read_results, split_students
+from egkd.bench.glue import Grid, Unit, check_finished_run, read_results, recorded, split_students
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,17 @@ def test_grid_order_and_settings(tmp_path):
     assert opts["teacher"] == str(tmp_path / "teachers" / "rte")
     with pytest.raises(EgkdError, match="unknown method"):
         Grid(out=tmp_path, tasks=["rte"], methods=["kd", "tinybert"], students=["layers:1"], seeds={})
+    # randomly initialised students: a larger learning rate, and their explanation gradient capped
+    small = Grid(out=tmp_path, tasks=["rte"], methods=["kd", "egkd-gradient"], students=["bilstm"], seeds={})
+    egkd, kd = (small.options(Unit("rte", "bilstm", m, 42)) for m in ("egkd-gradient", "kd"))
+    assert (egkd["learning_rate"], egkd["explain_grad_ratio"]) == (1e-3, 1.0) and "explain_grad_ratio" not in kd
+    assert "explain_grad_ratio" not in grid.options(Unit("rte", "layers:1,3,5", "egkd-gradient", 42))
+
+
+def test_an_option_missing_from_an_older_record_counts_as_its_default():
+    assert recorded({"alpha": 0.5}, "alpha") == 0.5
+    assert recorded({}, "explain_grad_ratio") == 0.0 and recorded({}, "perturb_units") == 0
+    assert recorded({}, "no_such_option") is None
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +105,23 @@ def test_rerun_runs_nothing_and_refuses_other_settings(grid_out, capsys):
     # and a run folder trained with other settings is never taken for the unit
     with pytest.raises(EgkdError, match=r"other settings \(epochs\)"):
         check_finished_run(run, {"epochs": 2.0, "seed": 43})
+
+
+def test_rerun_stale_sets_changed_units_aside_and_runs_them_again(grid_out, capsys):
+    out, args = grid_out
+    recs = list(read_results(out).values())
+    old = json.loads(json.dumps(recs[-1]))  # rte/layers-1/egkd-gradient/seed43: pretend it ran with another alpha
+    old["options"]["alpha"] = 0.5
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*recs[:-1], old]))
+    assert cli_main(*args) == 2
+    assert "1 unit(s) run with other settings" in capsys.readouterr().err
+    assert cli_main(*args, "--rerun-stale") == 0
+    now = read_results(out)
+    assert list(now) == [r["key"] for r in recs] and now[old["key"]]["options"]["alpha"] == 0.9
+    assert now[old["key"]]["finished"] != old["finished"]  # trained again
+    kept = [json.loads(x) for x in (out / "stale.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["options"]["alpha"]) for r in kept] == [(old["key"], 0.5)]
+    assert (out / "stale" / old["key"] / "model.safetensors").is_file()  # the old run folder set aside
 
 
 def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
