@@ -83,8 +83,7 @@ DISTILL = ["teacher", "student", "method", "augment", "augment_mask", "augment_n
            "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
            "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
            "perturb_units", "select_weight", "rationale_budget", "comp_weight", "select_fraction", "adkd_weight",
-           "adkd_steps", "adkd_top_k", "explain_warmup",
-           "explain_grad_ratio"]
+           "adkd_steps", "adkd_top_k", "explain_warmup", "explain_grad_ratio"]
 
 
 def _plain_type(tp: Any) -> type:

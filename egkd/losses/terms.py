@@ -43,9 +43,9 @@ class LossTerm:
         self.ramp_steps = 0  # the weight rises linearly from 0 over the first ramp_steps steps (0: no ramp)
 
     def weight_at(self, step: int) -> float:
-        """The weight at ``step``. The ramp exists because a randomly initialised student cannot match the
-        teacher's explanations before it has learnt the task: a full-weight explanation term from step 0 kept
-        BiLSTM/CNN students at the majority class (docs/results-sst2-4k.md)."""
+        """The weight at ``step``: a warm-up lets the student learn the task before it is asked to explain
+        like the teacher. (On the SST-2 BiLSTM it did not stop the explanation gradient from swamping KD;
+        ``--explain-grad-ratio`` did: docs/measurements.md, section 4.)"""
         if self.ramp_steps <= 0:
             return self.weight
         return self.weight * min(1.0, step / self.ramp_steps)
