@@ -293,7 +293,9 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
                                                                   if r['student']}))
              + ". Every method trains with the same optimiser, epochs (4; 3 for CoLA and SST-2), lr (1e-4 for "
              "transformer students, 1e-3 for BiLSTM/CNN), batch 32, KD weight alpha 0.9 and T 2; the method "
-             "adds its own terms at egkd's defaults (`egkd distill --help`).",
+             "adds its own terms at egkd's defaults (`egkd distill --help`); for the randomly initialised "
+             "BiLSTM/CNN the explanation terms' gradient is capped at the gold+KD gradient's norm "
+             "(`--explain-grad-ratio 1`), and the perturbation cache occludes 16 sampled units per example.",
              "- Lengths: 128 tokens (RTE, MRPC, STS-B), 64 (CoLA, SST-2); SST-2 trains on its first 20,000 "
              "examples.",
              f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
