@@ -244,13 +244,14 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Markdown file to write (CSV and PNG files are written beside it)")]
     = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals vs KD")] = 2000,
+    data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"] + " (dev labels for the intervals)")] = None,
 ) -> None:
     """Render results: the GLUE comparison page (seeds, bootstrap vs KD, targets, plots) for a `bench glue`
     folder, else one table of every finished run under the folder."""
     if (runs / "results.jsonl").is_file():
         from egkd.reports.glue import render
 
-        print(render(runs, out, n_resamples=resamples))
+        print(render(runs, out, n_resamples=resamples, data_dir=data_dir))
         return
     from egkd.reports.summary import summarize
 

@@ -79,6 +79,7 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
 EXPLAIN_EXAMPLES = 200  # consistency and faithfulness on the first 200 dev examples of every unit
+CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 IGNORED_OPTIONS = ("data_dir", "teacher", "log_with")  # where things are, not how they were trained
 
 
@@ -300,8 +301,7 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "speedup": metrics.get("speedup"),
         "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),
         "steps": training.get("steps"), "teacher_caches": training.get("teacher_caches", {}),
-        "idx": [r["idx"] for r in rows], "labels": [r["label"] for r in rows],
-        "predictions": [r["prediction"] for r in rows],
+        "idx": [r["idx"] for r in rows], "predictions": [r["prediction"] for r in rows],  # labels: from GLUE
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
     }
 
@@ -372,7 +372,7 @@ def recorded(options: dict[str, Any], name: str) -> Any:
     """A record's value of an option; records written before the option existed ran with its default."""
     if name in options:
         return options[name]
-    default = {f.name: f.default for f in dataclasses.fields(RunConfig)}.get(name)
+    default = CONFIG_DEFAULTS.get(name)
     return None if default is dataclasses.MISSING else default
 
 

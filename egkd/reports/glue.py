@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from egkd.bench.glue import TASK_PLAN, read_results
+from egkd.data.glue import load_split
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
 from egkd.evaluation.bootstrap import Difference, batched_metric, paired_bootstrap
@@ -50,14 +51,30 @@ def groups_of(records: dict[str, dict[str, Any]]) -> tuple[dict[str, dict], dict
     return teachers, {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
 
 
-def versus(group: Group, baseline: Group, metric: str, n_resamples: int = 2000) -> Difference | None:
+class DevLabels:
+    """Gold dev labels by ``idx``, read from the GLUE files when first needed: records keep only their
+    predictions, so the data is never copied into the results."""
+
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        self.data_dir, self._by_task = data_dir, {}
+
+    def __call__(self, task: str, idx: list[int]) -> np.ndarray:
+        if task not in self._by_task:
+            ds = load_split(task, get_task(task).dev_splits[0], self.data_dir)
+            self._by_task[task] = dict(zip(ds["idx"], ds["label"], strict=True))
+        by_idx = self._by_task[task]
+        return np.asarray([by_idx[i] for i in idx])
+
+
+def versus(group: Group, baseline: Group, metric: str, labels_of: DevLabels,
+           n_resamples: int = 2000) -> Difference | None:
     """Paired bootstrap of ``metric``: group minus baseline over the seeds both ran, examples aligned by idx."""
     base = {r["seed"]: r for r in baseline}
     pairs = [(r, base[r["seed"]]) for r in group if r["seed"] in base]
     if not pairs:
         return None
     idx = pairs[0][1]["idx"]
-    labels = np.asarray(pairs[0][1]["labels"])
+    labels = labels_of(pairs[0][1]["task"], idx)
 
     def aligned(rec: dict[str, Any]) -> np.ndarray:
         if rec["idx"] != idx:
@@ -75,7 +92,7 @@ def _cost_ratio(group: Group, kd: Group | None) -> float | None:
     return None if mine is None or not base else mine / base
 
 
-def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group],
+def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,
               n_resamples: int) -> tuple[list[str], list[list[str]], dict[tuple[str, str], dict[str, Any]]]:
     """The task's table (teacher on top, best student value per column in bold) and per-row numbers."""
     spec = get_task(task)
@@ -89,14 +106,14 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
     mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
     any_run = next((g[0] for g in mine.values()), teacher)
     if any_run and not spec.is_regression:  # the floor every model must clear: always the most frequent class
-        labels = np.asarray(any_run["labels"])
+        labels = labels_of(task, any_run["idx"])
         majority = np.full_like(labels, np.bincount(labels).argmax())
         floor = [f"{batched_metric(m, majority, labels):.2f}" for m in spec.metrics]
         rows.append(["(majority class)", "-", "-", *floor, *["-"] * 8])
     stats: dict[tuple[str, str], dict[str, Any]] = {}
     for (student, method), group in sorted(mine.items()):
         kd = mine.get((student, "kd"))
-        diff = versus(group, kd, spec.main_metric, n_resamples) if kd and method != "kd" else None
+        diff = versus(group, kd, spec.main_metric, labels_of, n_resamples) if kd and method != "kd" else None
         scores = {m: [r["metrics"][m] for r in group] for m in spec.metrics}
         st = {
             "score": statistics.fmean(scores[spec.main_metric]), "diff": diff,
@@ -319,8 +336,10 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000) -> str:
-    """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots."""
+def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000,
+           data_dir: str | Path | None = None) -> str:
+    """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots.
+    ``data_dir``: the GLUE folder the dev labels are read from (default as everywhere: $GLUE_DIR, ../shared)."""
     root = Path(results)
     records = read_results(root)
     if not records:
@@ -344,8 +363,9 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(root, records))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
+    labels_of = DevLabels(data_dir)
     for task in tasks:
-        header, rows, stats[task] = task_rows(task, teachers.get(task), groups, n_resamples)
+        header, rows, stats[task] = task_rows(task, teachers.get(task), groups, labels_of, n_resamples)
         spec = get_task(task)
         parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric})\n\n" + to_markdown(header, rows))
         if out:

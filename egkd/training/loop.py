@@ -277,7 +277,7 @@ def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_los
     g_expl = torch.autograd.grad(explanation_loss, params, allow_unused=True)
 
     def norm(grads: tuple[Tensor | None, ...]) -> float:
-        return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) or torch.zeros(())))
+        return float(torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), torch.zeros(()))))
 
     n_task, n_expl = norm(g_task), norm(g_expl)
     scale = min(1.0, ratio * n_task / n_expl) if n_expl > 0 else 1.0

@@ -69,7 +69,8 @@ def test_grid_writes_one_record_per_unit(grid_out):
                                         "rte/layers-1/kd/seed43", "rte/layers-1/egkd-gradient/seed43"]
     student = recs[2]
     assert student["options"]["explainer"] == "gradient" and student["seed"] == 42
-    assert len(student["predictions"]) == len(student["labels"]) == len(student["idx"]) == 40
+    assert len(student["predictions"]) == len(student["idx"]) == 40
+    assert "labels" not in student  # gold labels are read from the GLUE files when the report runs
     assert -1.0 <= student["consistency"] <= 1.0 and student["parameters"] < student["teacher_parameters"]
     # the record's score is the run's own metrics.json, and its predictions are the run's prediction file
     run = out / student["run"]
@@ -124,10 +125,10 @@ def test_rerun_stale_sets_changed_units_aside_and_runs_them_again(grid_out, caps
     assert (out / "stale" / old["key"] / "model.safetensors").is_file()  # the old run folder set aside
 
 
-def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, tmp_path):
+def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tmp_path):
     out, _ = grid_out
     page = tmp_path / "docs" / "results.md"  # a folder that does not exist yet
-    assert cli_main("report", out, "--out", page, "--resamples", "200") == 0
+    assert cli_main("report", out, "--out", page, "--resamples", "200", "--data-dir", glue_dir) == 0
     text = page.read_text()
     assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
     assert "| (majority class) | - | - |" in text
