@@ -240,7 +240,8 @@ def explain(
 
 @app.command()
 def report(
-    runs: Annotated[Path, typer.Argument(help="results folder of `egkd bench glue`, or a folder of finished runs")],
+    runs: Annotated[list[Path], typer.Argument(help="results folder(s) of `egkd bench glue` (several are merged into "
+                                                    "one page), or one folder of finished runs")],
     out: Annotated[Path | None, typer.Option(help="Markdown file to write (CSV and PNG files are written beside it)")]
     = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals vs KD")] = 2000,
@@ -248,14 +249,17 @@ def report(
 ) -> None:
     """Render results: the GLUE comparison page (seeds, bootstrap vs KD, targets, plots) for a `bench glue`
     folder, else one table of every finished run under the folder."""
-    if (runs / "results.jsonl").is_file():
+    if all((r / "results.jsonl").is_file() for r in runs):
         from egkd.reports.glue import render
 
         print(render(runs, out, n_resamples=resamples, data_dir=data_dir))
         return
+    if len(runs) > 1:
+        lacking = next(r for r in runs if not (r / "results.jsonl").is_file())
+        raise EgkdError(f"{lacking} has no results.jsonl: several folders can only be `egkd bench glue` results")
     from egkd.reports.summary import summarize
 
-    print(summarize(runs, out))
+    print(summarize(runs[0], out))
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print tables of ratios.")

@@ -67,3 +67,30 @@ def test_resume_with_other_learning_rate_is_refused(runs, capsys):
     assert yaml.safe_load((resumed / "config.yaml").read_text())["learning_rate"] == pytest.approx(1e-3)
     assert (resumed / "config.yaml").read_text() == before
     assert (resumed / "model.safetensors").read_bytes() == weights
+
+
+class _FlatBuffer(torch.nn.Module):
+    """Two parameters that are views of one buffer, as cuDNN lays out an LSTM's weights on a GPU."""
+
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        flat = torch.arange(10, dtype=torch.float32) + fill
+        self.a = torch.nn.Parameter(flat[:4])
+        self.b = torch.nn.Parameter(flat[4:])
+
+
+def test_weights_that_are_views_of_one_buffer_round_trip(tmp_path):
+    from safetensors.torch import save_model
+
+    from egkd.training.checkpoint import load_weights, save_weights
+
+    src, dst = _FlatBuffer(0.0), _FlatBuffer(100.0)
+    assert src.a.untyped_storage().data_ptr() == src.b.untyped_storage().data_ptr()
+    with pytest.raises(RuntimeError):  # what the checkpoint used before, and why it was replaced
+        save_model(src, str(tmp_path / "refused.safetensors"))
+    save_weights(src, tmp_path / "model.safetensors")
+    load_weights(dst, tmp_path / "model.safetensors")
+    torch.testing.assert_close(dst.a, src.a)
+    torch.testing.assert_close(dst.b, src.b)
+    with pytest.raises(RuntimeError, match="Missing key"):  # strict: a checkpoint of another model is refused
+        load_weights(torch.nn.Linear(2, 2), tmp_path / "model.safetensors")

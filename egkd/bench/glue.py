@@ -275,7 +275,8 @@ def record_grid(grid: Grid) -> None:
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "gpu": gpu,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 

@@ -7,11 +7,24 @@ backpropagates into the student's parameters (double backprop).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from egkd.explain.base import Batch, embed, forward_from_embeddings, gradient_wrt_embeddings, unit_mask
+
+
+def double_backprop_attention() -> contextlib.AbstractContextManager:
+    """Allow only the math SDPA kernel for a forward that a loss will differentiate through a gradient.
+
+    PyTorch's fused SDPA kernels have no double backward: the CPU flash kernel, and on CUDA the
+    memory-efficient kernel that is picked under a padding mask (AD-KD failed on an H200 without this:
+    "derivative for aten::_scaled_dot_product_efficient_attention_backward is not implemented").
+    ``"eager"`` models are unaffected.
+    """
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def student_gradient_map(
@@ -26,11 +39,9 @@ def student_gradient_map(
     trains the model. ``target=None`` explains the student's own prediction from this forward;
     pass the teacher's target to explain the same class as the cached teacher map.
 
-    PyTorch's fused CPU/flash SDPA kernels have no double backward, so the call runs under
-    ``sdpa_kernel(SDPBackend.MATH)``: models loaded with ``attn_implementation="sdpa"`` then work,
-    and ``"eager"`` models are unaffected.
+    Runs under :func:`double_backprop_attention`, so models loaded with ``attn_implementation="sdpa"`` work.
     """
-    with sdpa_kernel(SDPBackend.MATH):
+    with double_backprop_attention():
         logits, embeds, grad = gradient_wrt_embeddings(model, batch, target, create_graph=create_graph)
     scores = (grad * embeds).sum(-1)
     if not create_graph:
@@ -44,7 +55,7 @@ def student_gradient_maps_all_classes(model: nn.Module, batch: Batch, create_gra
 
     One forward, then one (double-backprop) gradient per class: the term costs C times the single-class map.
     """
-    with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+    with double_backprop_attention(), torch.enable_grad():
         embeds = embed(model, batch)
         if not embeds.requires_grad:
             embeds = embeds.detach().requires_grad_(True)

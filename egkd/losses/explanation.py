@@ -27,6 +27,7 @@ from egkd.explain import alignment_loss, rationale_inputs, unit_mask
 from egkd.explain.base import gradient_wrt_embeddings, model_inputs
 from egkd.explain.integrated_gradients import IntegratedGradients
 from egkd.explain.occlusion import unit_index
+from egkd.explain.student import double_backprop_attention
 from egkd.losses.terms import LossTerm, StepOutputs, kd_loss
 
 
@@ -218,7 +219,8 @@ class ADKDAttribution(LossTerm):
         for c in views:
             target = None if c is None else torch.full_like(batch["input_ids"][:, 0], c)
             t_attr = self._teacher_attr(teacher, batch, target) * mask
-            _, embeds, grad = gradient_wrt_embeddings(model, batch, target, create_graph=True)
+            with double_backprop_attention():
+                _, embeds, grad = gradient_wrt_embeddings(model, batch, target, create_graph=True)
             s_attr = grad * embeds * mask
             k = max(1, int(self.top_k * t_attr.shape[-1]))
             dims = t_attr.abs().mean(1).topk(k, dim=-1).indices  # [B, k]

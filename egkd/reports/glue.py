@@ -51,6 +51,32 @@ def groups_of(records: dict[str, dict[str, Any]]) -> tuple[dict[str, dict], dict
     return teachers, {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
 
 
+def read_folders(roots: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """The records of several results folders (e.g. one grid run on a CPU, SST-2 on a GPU machine); a unit
+    recorded in two folders is refused: which one the page should show is the user's call."""
+    records: dict[str, dict[str, Any]] = {}
+    for root in roots:
+        for key, rec in read_results(root).items():
+            if key in records:
+                raise EgkdError(f"unit {key} is in {records[key]['_folder']} and in {root}: "
+                                "remove it from one results.jsonl, or render the folders separately")
+            records[key] = {**rec, "_folder": str(root)}
+    return records
+
+
+def device(record: dict[str, Any]) -> str:
+    """Where a unit ran: its GPU's name, else "CPU" (costs and speeds are only comparable on one device)."""
+    return record["machine"].get("gpu") or "CPU"
+
+
+def task_devices(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """task -> the device its units ran on ("mixed" if several)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in records.values():
+        seen[r["task"]].add(device(r))
+    return {t: d.pop() if len(d) == 1 else "mixed" for t, d in seen.items()}
+
+
 class DevLabels:
     """Gold dev labels by ``idx``, read from the GLUE files when first needed: records keep only their
     predictions, so the data is never copied into the results."""
@@ -182,8 +208,9 @@ def partial_comparison(stats: dict, tasks: list[str], student: str, egkd: set[st
 
 
 def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
-            averages: dict[tuple[str, str], float]) -> list[str]:
-    """The issue's four targets, each stated as reached or missed, with the measured number."""
+            averages: dict[tuple[str, str], float], devices: dict[str, str] | None = None) -> list[str]:
+    """The issue's four targets, each stated as reached or missed, with the measured number. The cost target
+    is judged per device (``devices``: task -> where its units ran), since ratios differ between a CPU and a GPU."""
     missing = [t for t in TASK_PLAN if t not in tasks]
     lines = [f"Judged on the tasks that have results ({', '.join(tasks)})"
              + (f"; not yet on {', '.join(missing)}, so no target is met for the five-task grid yet" if missing
@@ -213,19 +240,14 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
             lines.append(f"- **{student} keeps >= 97 % of the teacher's average**: "
                          f"{reached if best_kept[0] >= 97 else 'missed'} — "
                          f"best {best_kept[0]:.1f} % ({best_kept[1]}).")
-        costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
-        egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
-        if egkd_costs:
-            worst = max(egkd_costs.items(), key=lambda kv: kv[1])
-            ad = costs.get("adkd")
-            if worst[1] > 1.5 or (ad is not None and worst[1] >= ad):
-                status = "missed"
-            else:
-                status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
-            lines.append(f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: {status} — "
-                         + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
-                         + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
-                         "of the grid's runs; see the cost benchmark for same-batch ratios).")
+        by_device: dict[str, list[str]] = defaultdict(list)
+        for t in tasks:
+            by_device[(devices or {}).get(t, "CPU")].append(t)
+        for dev, dev_tasks in sorted(by_device.items()):
+            line = cost_line(student, egkd, stats, dev_tasks, reached)
+            if line:
+                where = f" (on {dev}: {', '.join(dev_tasks)})" if len(by_device) > 1 else ""
+                lines.append(line.replace("**: ", f"**{where}: ", 1))
         for m in sorted(egkd):
             cons = [stats[t].get((student, m), {}).get("consistency") for t in tasks]
             losses = [t for t in tasks if (d := stats[t].get((student, m), {}).get("diff")) is not None
@@ -240,6 +262,25 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
                              + (f"; significantly below KD on {', '.join(losses)}" if losses else
                                 "; nowhere significantly below KD") + ".")
     return lines
+
+
+def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str],
+              reached: str) -> str | None:
+    """The cost target on ``tasks``: each EGKD family's mean per-epoch wall time over KD's, and AD-KD's."""
+    costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
+    egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
+    if not egkd_costs:
+        return None
+    worst = max(egkd_costs.items(), key=lambda kv: kv[1])
+    ad = costs.get("adkd")
+    if worst[1] > 1.5 or (ad is not None and worst[1] >= ad):
+        status = "missed"
+    else:
+        status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
+    return (f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: {status} — "
+            + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
+            + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
+            "of the grid's runs; see the cost benchmark for same-batch ratios).")
 
 
 def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -296,12 +337,13 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
     return written
 
 
-def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
-    """How the numbers were made, and how much of the planned grid they cover."""
+def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
+    """How the numbers were made, and how much of the planned grids (of every folder) they cover."""
     from egkd.bench.glue import FIRST_SEED, TUNING_GRID, read_grids
 
-    grids = read_grids(root)
-    teacher_model = grids[-1].teacher_model if grids else "all-MiniLM-L6-v2"
+    folders = {root: read_grids(root) for root in roots}
+    grids = [g for gs in folders.values() for g in gs]
+    teacher_model = folders[roots[0]][-1].teacher_model if folders[roots[0]] else "all-MiniLM-L6-v2"
     lines = ["## Protocol\n",
              f"- One teacher per task: {teacher_model} fine-tuned on the task "
              "(3 epochs, 2 for SST-2; lr 5e-5, batch 32), shared by every student and method; its caches "
@@ -325,7 +367,17 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
                      + "); the best dev score was fixed for the other seeds.")
     else:
         lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
-    lines.append("\nGrids run into this folder (each resumes with the same command):\n")
+    for root, folder_grids in folders.items():
+        readme = root / "README.md"
+        lines.append(f"\nGrids run into `{root}` (each resumes with the same command)"
+                     + (f"; how and where: `{readme}`" if readme.is_file() else "") + ":\n")
+        lines.extend(grid_lines(folder_grids, records))
+    return "\n".join(lines) + "\n"
+
+
+def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per grid: its command and how many of its units have finished."""
+    lines = []
     for g in grids:
         planned = list(g.units())
         missing = [u for u in planned if u.key not in records]
@@ -333,24 +385,26 @@ def protocol(root: Path, records: dict[str, dict[str, Any]]) -> str:
                      + (" (not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:8])
                         + (f" and {len(missing) - 8} more" if len(missing) > 8 else "") + ")" if missing else "")
                      + ".")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def render(results: str | Path, out: str | Path | None = None, n_resamples: int = 2000,
+def render(results: str | Path | Sequence[str | Path], out: str | Path | None = None, n_resamples: int = 2000,
            data_dir: str | Path | None = None) -> str:
     """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots.
     ``data_dir``: the GLUE folder the dev labels are read from (default as everywhere: $GLUE_DIR, ../shared)."""
-    root = Path(results)
-    records = read_results(root)
+    roots = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    records = read_folders(roots)
     if not records:
-        raise EgkdError(f"no results in {root / 'results.jsonl'}: run `egkd bench glue --out {root}` first")
+        raise EgkdError(f"no results in {roots[0] / 'results.jsonl'}: run `egkd bench glue --out {roots[0]}` first")
     teachers, groups = groups_of(records)
     tasks = [t for t in TASK_PLAN if t in teachers or any(k[0] == t for k in groups)]
     stamp = max(r["finished"] for r in records.values())
-    hosts = sorted({f"{r['machine']['cpu']} ({r['machine']['threads']} threads, torch {r['machine']['torch']})"
-                    for r in records.values()})
+    hosts = sorted({f"{r['machine']['cpu']}" + (f" + {r['machine']['gpu']}" if r['machine'].get('gpu') else "")
+                    + f" ({r['machine']['threads']} threads, torch {r['machine']['torch']})" for r in records.values()})
+    devices = task_devices(records)
+    sources = ", ".join(f"`{root / 'results.jsonl'}`" for root in roots)
     parts = [f"# GLUE comparison\n\nRendered {datetime.now(timezone.utc):%Y-%m-%d} by `egkd report` from "
-             f"`{root / 'results.jsonl'}` ({len(records)} finished units, last finished {stamp}). "
+             f"{sources} ({len(records)} finished units, last finished {stamp}). "
              f"Machine(s): {'; '.join(hosts)}.\n"]
     parts.append("Dev sets; `*` marks a difference whose 95 % paired-bootstrap interval (examples resampled, "
                  f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
@@ -361,13 +415,15 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
                  "cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-    parts.append(protocol(root, records))
+    parts.append(protocol(roots, records))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
     labels_of = DevLabels(data_dir)
     for task in tasks:
         header, rows, stats[task] = task_rows(task, teachers.get(task), groups, labels_of, n_resamples)
         spec = get_task(task)
-        parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric})\n\n" + to_markdown(header, rows))
+        where = {"CPU": "", "mixed": "; units ran on several devices: cost and speed mix them"}.get(
+            devices[task], f"; ran on {devices[task]}: cost and speed are ratios there")
+        parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric}{where})\n\n" + to_markdown(header, rows))
         if out:
             write_csv(Path(out).with_name(f"{Path(out).stem}-{task}.csv"), header, rows)
     header, rows = cache_rows(records)
@@ -377,7 +433,7 @@ def render(results: str | Path, out: str | Path | None = None, n_resamples: int 
                      + to_markdown(header, rows))
     header, rows, averages = average_rows(tasks, teachers, stats)
     parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))
-    parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages)) + "\n")
+    parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
     if out:
         out = Path(out)
         pngs = plots(out, tasks, stats, teachers)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from egkd.errors import EgkdError
 
@@ -33,6 +33,7 @@ def rng_state() -> dict[str, Any]:
         "python": [version, list(mt), gauss],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],  # dropout on a GPU
     }
 
 
@@ -42,6 +43,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's state dict as safetensors, every tensor a plain CPU copy.
+
+    Not safetensors' ``save_model``/``load_model``: they refuse tensors that share memory without covering all
+    of it, which is how cuDNN keeps an LSTM's weights on a GPU (views of one flat buffer; the BiLSTM student
+    could not checkpoint on an H200). Tied weights, if any, are stored under each name and loaded back into both.
+    """
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load :func:`save_weights` output; every parameter and buffer must be there (strict)."""
+    model.load_state_dict(load_file(str(path)))
 
 
 def save_checkpoint(
@@ -65,7 +83,7 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / f"rng_{rank}.pt")
     barrier()
     if is_main:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_weights(model, tmp / "model.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
@@ -98,7 +116,7 @@ def load_checkpoint(
             f"the checkpoint in {ckpt} was written by a run with other settings; resume with the same "
             "options, or start again with --overwrite"
         )
-    load_model(model, str(ckpt / "model.safetensors"))
+    load_weights(model, ckpt / "model.safetensors")
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng_file = ckpt / f"rng_{rank}.pt"

@@ -145,6 +145,35 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
         assert (page.parent / name).stat().st_size > 0, name
 
 
+def test_report_merges_folders_and_refuses_a_unit_in_two(grid_out, glue_dir, tmp_path, capsys):
+    """Seed 43 as if run on a GPU machine into a second folder: one page, both seeds pooled, devices said."""
+    out, _ = grid_out
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    for folder in (cpu, gpu):
+        folder.mkdir()
+        (folder / "grids.json").write_text((out / "grids.json").read_text())
+    lines = (out / "results.jsonl").read_text().splitlines()
+    on_gpu = [r for r in map(json.loads, lines) if r["seed"] == 43 and r["kind"] == "student"]
+    assert on_gpu
+    for rec in on_gpu:
+        rec["machine"]["gpu"] = "Test GPU"
+    (cpu / "results.jsonl").write_text("\n".join(line for line in lines if json.loads(line)["key"]
+                                                 not in {r["key"] for r in on_gpu}) + "\n")
+    (gpu / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in on_gpu))
+    page = tmp_path / "page.md"
+    assert cli_main("report", cpu, gpu, "--out", page, "--resamples", "200", "--data-dir", glue_dir) == 0
+    text = page.read_text()
+    row = next(line for line in text.splitlines() if "| egkd-gradient |" in line)
+    assert "| 2 |" in row  # seed 42 from one folder, seed 43 from the other
+    assert f"Grids run into `{cpu}`" in text and f"Grids run into `{gpu}`" in text
+    assert "units ran on several devices" in text and "+ Test GPU" in text
+    capsys.readouterr()
+    assert cli_main("report", cpu, out, "--data-dir", glue_dir) == 2  # the CPU units are in both folders
+    assert cli_main("report", cpu, tmp_path, "--data-dir", glue_dir) == 2
+    err = capsys.readouterr().err
+    assert "is in" in err and "and in" in err and "has no results.jsonl" in err and "Traceback" not in err
+
+
 def test_bad_grid_flags_are_one_line_errors(tmp_path, capsys):
     assert cli_main("bench", "glue", "--tasks", "rte,qqq", "--dry-run", "--out", tmp_path) == 2
     assert cli_main("bench", "glue", "--seeds", "rte=0", "--dry-run", "--out", tmp_path) == 2

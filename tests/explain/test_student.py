@@ -92,3 +92,37 @@ def test_multi_view_maps_equal_one_map_per_class_and_train(model, batch):
         torch.testing.assert_close(maps[..., c].detach(), GradientXInput().attribute(model, batch, target))
     sum(alignment_loss(maps[..., c], _teacher_map(batch), unit_mask(batch)) for c in range(maps.shape[-1])).backward()
     assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().max() > 0
+
+
+def _fused_attention_calls(monkeypatch) -> list[bool]:
+    """Spy on SDPA: for every call, whether a fused kernel (flash or memory-efficient) was allowed."""
+    calls: list[bool] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(torch.backends.cuda.flash_sdp_enabled() or torch.backends.cuda.mem_efficient_sdp_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return calls
+
+
+def test_double_backprop_forwards_allow_only_the_math_attention_kernel(monkeypatch, batch):
+    """CUDA picks the memory-efficient SDPA kernel under a padding mask and it has no double backward (AD-KD
+    failed on an H200). CPU picks the math kernel anyway, so the failure cannot be reproduced here: check instead
+    that every student forward a loss differentiates through a gradient runs with the fused kernels disabled."""
+    from egkd.losses.explanation import ADKDAttribution
+    from egkd.losses.terms import StepOutputs
+
+    student = make_model(attn="sdpa", seed=1)
+    teacher = make_model(attn="eager", seed=2)  # the teacher is not double-backpropagated: keep it out of the spy
+    calls = _fused_attention_calls(monkeypatch)
+    student_gradient_map(student, batch, torch.tensor([1, 0, 1]))
+    student_gradient_maps_all_classes(student, batch)
+    assert calls and not any(calls), "the gradient family's student forwards allowed a fused kernel"
+    logits = student(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+    assert calls[-1], "outside double backprop the fused kernels stay allowed"
+    calls.clear()
+    out = StepOutputs(batch=batch, student_logits=logits, extras={"teacher_model": teacher, "model": student})
+    ADKDAttribution(steps=2)(out).backward()
+    assert calls and not any(calls), "AD-KD's student forward allowed a fused kernel"
