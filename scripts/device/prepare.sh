@@ -1,13 +1,15 @@
 #!/bin/bash
-# Fill .gpu/ (git-ignored, carried to the device machine) with what run_sst2.sh needs there and cannot fetch:
-# all-MiniLM-L6-v2 cast to fp16 (the carry limit is 64 MiB; fp32.py casts it back there), the SST-2 TSVs,
-# and wheels of the packages the device image lacks (datasets, dill, multiprocess; Python 3.12).
+# Fill .gpu/ (git-ignored, carried to the device machine) with what run_grid.sh needs there and cannot fetch:
+# all-MiniLM-L6-v2 cast to fp16 (the carry limit is 64 MiB; fp32.py casts it back there), the train/dev TSVs
+# of the five grid tasks (9 MB), and wheels of what the device image lacks (datasets, dill, multiprocess; py3.12).
 # Usage (repo root, .venv set up): bash scripts/device/prepare.sh [GLUE_DIR]
 set -euo pipefail
 GLUE=${1:-${GLUE_DIR:-../shared/data/glue}}
 grep -qx "/.gpu/" "$(git rev-parse --git-dir)/info/exclude" || echo "/.gpu/" >> "$(git rev-parse --git-dir)/info/exclude"
-mkdir -p .gpu/minilm16 .gpu/glue/SST-2 .gpu/whl
-cp "$GLUE"/SST-2/train.tsv "$GLUE"/SST-2/dev.tsv .gpu/glue/SST-2/
+mkdir -p .gpu/minilm16 .gpu/whl
+for task in SST-2 MRPC RTE CoLA STS-B; do
+  mkdir -p .gpu/glue/$task && cp "$GLUE"/$task/train.tsv "$GLUE"/$task/dev.tsv .gpu/glue/$task/
+done
 .venv/bin/python - <<'PY'
 import shutil
 from pathlib import Path
