@@ -242,12 +242,13 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
                          f"best {best_kept[0]:.1f} % ({best_kept[1]}).")
         by_device: dict[str, list[str]] = defaultdict(list)
         for t in tasks:
-            by_device[(devices or {}).get(t, "CPU")].append(t)
+            if any(s == student for s, _ in stats[t]):
+                by_device[(devices or {}).get(t, "CPU")].append(t)
         for dev, dev_tasks in sorted(by_device.items()):
-            line = cost_line(student, egkd, stats, dev_tasks, reached)
+            where = f" (on {dev}: {', '.join(dev_tasks)})" if len(by_device) > 1 else ""
+            line = cost_line(student, egkd, stats, dev_tasks, reached, where)
             if line:
-                where = f" (on {dev}: {', '.join(dev_tasks)})" if len(by_device) > 1 else ""
-                lines.append(line.replace("**: ", f"**{where}: ", 1))
+                lines.append(line)
         for m in sorted(egkd):
             cons = [stats[t].get((student, m), {}).get("consistency") for t in tasks]
             losses = [t for t in tasks if (d := stats[t].get((student, m), {}).get("diff")) is not None
@@ -265,8 +266,9 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
 
 
 def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str],
-              reached: str) -> str | None:
-    """The cost target on ``tasks``: each EGKD family's mean per-epoch wall time over KD's, and AD-KD's."""
+              reached: str, where: str = "") -> str | None:
+    """The cost target on ``tasks`` (``where``: the device they ran on): each EGKD family's mean per-epoch wall
+    time over KD's, and AD-KD's."""
     costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
     egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
     if not egkd_costs:
@@ -277,7 +279,7 @@ def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str
         status = "missed"
     else:
         status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
-    return (f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**: {status} — "
+    return (f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**{where}: {status} — "
             + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
             + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
             "of the grid's runs; see the cost benchmark for same-batch ratios).")
