@@ -55,12 +55,13 @@ def read_folders(roots: Sequence[Path]) -> dict[str, dict[str, Any]]:
     """The records of several results folders (e.g. one grid run on a CPU, SST-2 on a GPU machine); a unit
     recorded in two folders is refused: which one the page should show is the user's call."""
     records: dict[str, dict[str, Any]] = {}
+    origin: dict[str, Path] = {}
     for root in roots:
         for key, rec in read_results(root).items():
             if key in records:
-                raise EgkdError(f"unit {key} is in {records[key]['_folder']} and in {root}: "
+                raise EgkdError(f"unit {key} is in {origin[key]} and in {root}: "
                                 "remove it from one results.jsonl, or render the folders separately")
-            records[key] = {**rec, "_folder": str(root)}
+            records[key], origin[key] = rec, root
     return records
 
 

@@ -54,7 +54,7 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     of it, which is how cuDNN keeps an LSTM's weights on a GPU (views of one flat buffer; the BiLSTM student
     could not checkpoint on an H200). Tied weights, if any, are stored under each name and loaded back into both.
     """
-    save_file({k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
