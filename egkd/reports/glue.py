@@ -9,7 +9,7 @@ to the teacher, the issue's targets (reached or not, by how much) and two plots.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +33,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def _std(values: Sequence[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` over seeds; one seed has no spread, so it shows the value alone (not a misleading ± 0)."""
+    mean = statistics.fmean(values)
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -153,7 +155,7 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
         ci = "-" if diff is None else (f"{diff.delta:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
                                        + (" *" if diff.significant else ""))
         rows.append([student, method, str(len(group)),
-                     *[f"{statistics.fmean(v):.2f} ± {_std(v):.2f}" for v in scores.values()], ci,
+                     *[_mean_std(v) for v in scores.values()], ci,
                      _fmt(st["fidelity"], 1), _fmt(st["consistency"]), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
                      _fmt(st["params"]), "-" if st["speed"] is None else f"{st['speed']:.2f}x",
                      "-" if st["cost"] is None else f"{st['cost']:.2f}x"])
@@ -217,8 +219,9 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
              + (f"; not yet on {', '.join(missing)}, so no target is met for the five-task grid yet" if missing
                 else "") + ".\n"]
     reached = "reached so far" if missing else "reached"
-    students = sorted({s for t in stats.values() for s, _ in t})
-    for student in students:
+    # the student with results on the most tasks first: the targets are meant for the full grid
+    coverage = Counter(s for t in stats.values() for s in {s for s, _ in t})
+    for student in sorted(coverage, key=lambda s: (-coverage[s], s)):
         egkd = {m for t in stats.values() for s, m in t if s == student and m.startswith(EGKD_PREFIX)}
         kd_avg = averages.get((student, "kd"))
         best = max(((averages[(student, m)], m) for m in egkd if (student, m) in averages), default=None)
@@ -379,9 +382,14 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
 
 
 def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per grid: its command and how many of its units have finished."""
+    """One line per grid: its command and how many of its units have finished. A grid whose units all belong
+    to a later or larger grid (the same grid run again with more seeds) is left out: its command adds nothing."""
     lines = []
-    for g in grids:
+    planned_keys = [{u.key for u in g.units()} for g in grids]
+    for i, g in enumerate(grids):
+        if any(planned_keys[i] < other or (planned_keys[i] == other and j > i)
+               for j, other in enumerate(planned_keys) if j != i):
+            continue
         planned = list(g.units())
         missing = [u for u in planned if u.key not in records]
         lines.append(f"- `{g.command()}`: {len(planned) - len(missing)} of {len(planned)} units finished"

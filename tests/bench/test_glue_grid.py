@@ -20,6 +20,23 @@ def test_split_students_keeps_commas_inside_a_spec():
         "cnn:filters=100,kernels=3-4-5", "config:layers=2,hidden=256"]
 
 
+def test_grid_lines_leave_out_a_grid_that_a_later_one_covers(tmp_path):
+    """The same grid resumed with more seeds is quoted once, with its latest command; other grids stay."""
+    from egkd.reports.glue import grid_lines
+
+    def grid(tasks, seeds, methods=("kd", "egkd-gradient")):
+        return Grid(out=tmp_path, tasks=tasks, methods=list(methods), students=["layers:1,3,5"], seeds=seeds)
+
+    grids = [grid(["rte"], {"rte": 1}), grid(["rte"], {"rte": 3}), grid(["rte"], {"rte": 2}),
+             grid(["cola"], {"cola": 1}, ["kd"]), grid(["rte", "cola"], {"rte": 1, "cola": 1}, ["ft"])]
+    lines = grid_lines(grids, records={})
+    assert len(lines) == 3
+    assert "--seeds rte=3 " in lines[0] and "0 of 7 units finished" in lines[0]
+    assert "--tasks cola --methods kd " in lines[1] and "--methods ft " in lines[2]
+    # a grid run twice with the same seeds is quoted once
+    assert len(grid_lines([grid(["rte"], {"rte": 2}), grid(["rte"], {"rte": 2})], records={})) == 1
+
+
 def test_grid_order_and_settings(tmp_path):
     grid = Grid(out=tmp_path, tasks=["sst2", "rte"], methods=["kd", "egkd-gradient"], students=["layers:1,3,5"],
                 seeds={"rte": 2, "sst2": 1}, tune=True)
@@ -133,7 +150,7 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
     assert "| (majority class) | - | - |" in text
     row = next(line for line in text.splitlines() if "| egkd-gradient |" in line)
-    assert "| 2 |" in row and "[" in row  # two seeds and a bootstrap interval vs KD
+    assert "| 2 |" in row and "[" in row and " ± " in row  # two seeds: mean ± std, a bootstrap interval vs KD
     # the grid run into the folder is quoted with its coverage (the refused one is not)
     assert "--seeds rte=2 --teacher-model config:layers=2,hidden=64,heads=2 --explain-examples 16" in text
     assert text.count("units finished") == 1 and "5 of 5 units finished" in text
@@ -181,3 +198,10 @@ def test_bad_grid_flags_are_one_line_errors(tmp_path, capsys):
     assert "unknown task(s) qqq" in err and "--seeds takes N or task=N with N >= 1" in err
     assert "Traceback" not in err
     assert cli_main("report", tmp_path) == 2  # nothing finished there yet
+
+
+def test_one_seed_shows_its_value_without_a_spread():
+    from egkd.reports.glue import _mean_std
+
+    assert _mean_std([80.0]) == "80.00"
+    assert _mean_std([80.0, 82.0]) == "81.00 ± 1.41"  # sample std, as statistics.stdev
