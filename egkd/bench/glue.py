@@ -414,11 +414,30 @@ def stale_units(grid: Grid, done: dict[str, dict[str, Any]]) -> list[tuple[str, 
             setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
         except EgkdError:  # tuning unfinished: nothing to compare yet
             continue
-        want = grid.options(unit, setting)
-        differ = [k for k, v in want.items() if k not in IGNORED_OPTIONS and recorded(rec["options"], k) != v]
+        differ = differing(grid.options(unit, setting), rec["options"])
         if differ:
             stale.append((unit.key, differ))
     return stale
+
+
+def differing(want: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The training settings in which a record's ``options`` differ from ``want`` (where things are: ignored)."""
+    return [k for k, v in want.items() if k not in IGNORED_OPTIONS and recorded(options, k) != v]
+
+
+def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
+                  options: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished unit that trained exactly what ``unit`` would: the tuning try at the default setting and the
+    first seed run at that setting are the same run, so whichever finishes first stands for both (a third of
+    the tuning budget saved, and the first seed free when the default wins)."""
+    if unit.student is None or unit.seed != FIRST_SEED:
+        return None
+    settings = [None, *range(len(TUNING_GRID[unit.method]))] if grid.tune else [None]
+    for setting in settings:
+        rec = done.get(Unit(unit.task, unit.student, unit.method, unit.seed, setting).key)
+        if setting != unit.setting and rec is not None and not differing(options, rec["options"]):
+            return rec
+    return None
 
 
 def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
@@ -466,7 +485,13 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
         try:
             setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
             console.rule(f"[{n}/{len(pending)}] {unit.key}")
-            record = run_unit(grid, unit, grid.options(unit, setting))
+            options = grid.options(unit, setting)
+            twin = finished_twin(grid, done, unit, options)
+            if twin is not None:
+                console.print(f"same settings as the finished {twin['key']}: its run stands for this unit too")
+                record = {**twin, "key": unit.key, "kind": unit.kind, "setting": unit.setting, "same_as": twin["key"]}
+            else:
+                record = run_unit(grid, unit, options)
         except Exception as e:  # one broken unit must not stop a grid that runs for hours
             if not keep_going:
                 raise
@@ -479,7 +504,11 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
             continue
         append_record(grid.out, record)
         done[unit.key] = record
-    left = sum(u.key not in done for u in units)
+    retune = stale_units(grid, done) if grid.tune else []
+    if retune:  # tuning finished in this run and chose other settings for seeds that had run before it
+        console.print(f"[yellow]tuning chose other settings for {len(retune)} finished unit(s) (e.g. {retune[0][0]});"
+                      " rerun with --rerun-stale to train them with the tuned settings[/]")
+    left = sum(u.key not in done for u in units) + len(retune)
     console.print(f"{len(units) - left} of {len(units)} units done" + (f", {len(failed)} failed (see "
                   f"{grid.out / 'failures.jsonl'})" if failed else ""))
     return left

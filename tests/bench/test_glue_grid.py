@@ -205,3 +205,35 @@ def test_one_seed_shows_its_value_without_a_spread():
 
     assert _mean_std([80.0]) == "80.00"
     assert _mean_std([80.0, 82.0]) == "81.00 ± 1.41"  # sample std, as statistics.stdev
+
+
+def test_tuning_reuses_the_run_at_the_default_setting_and_fixes_the_seeds(grid_out, tmp_path, capsys):
+    """`--tune` on a folder whose first seed already ran: the try at the default temperature is that run (no
+    training), the others train; then the first seed takes the winner's settings (its run, when not the default)."""
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(grid_out[0], out)
+    args = [a if a != grid_out[0] else out for a in grid_out[1]]
+    args[args.index("kd,egkd-gradient")] = "kd"
+    args[args.index("--seeds") + 1] = "1"
+    capsys.readouterr()
+    code = cli_main(*args, "--tune")
+    said = " ".join("".join(capsys.readouterr()).split())  # progress on stderr, the summary on stdout
+    recs = read_results(out)
+    tries = [recs[f"rte/layers-1/kd/seed42/tune{i}"] for i in range(3)]
+    assert [t["options"]["temperature"] for t in tries] == [1.0, 2.0, 4.0]
+    first = recs["rte/layers-1/kd/seed42"]
+    assert tries[1]["same_as"] == first["key"] and tries[1]["score"] == first["score"]
+    assert not (out / "runs" / "rte/layers-1/kd/seed42/tune1").exists()  # not trained again
+    assert (out / "runs" / "rte/layers-1/kd/seed42/tune0" / "model.safetensors").is_file()
+    best = max(tries, key=lambda t: t["score"])
+    # the first seed ran before tuning: if another setting won, the run says so and counts it as left to do
+    retuned = best is not tries[1]
+    assert code == 0 and f"{int(retuned)} unit(s) left" in said
+    assert retuned == ("tuning chose other settings for 1 finished unit(s)" in said)
+    assert cli_main(*args, "--tune", "--rerun-stale") == 0
+    first = read_results(out)["rte/layers-1/kd/seed42"]
+    assert first["options"]["temperature"] == best["options"]["temperature"]
+    if retuned:
+        assert first["same_as"] == best["key"] and first["score"] == best["score"]
