@@ -206,8 +206,8 @@ def partial_comparison(stats: dict, tasks: list[str], student: str, egkd: set[st
             wins = sum(d.delta > 0 for _, d in diffs)
             sig = [f"{t} {d.delta:+.2f}" for t, d in diffs if d.significant]
             parts.append(f"{m} ahead of KD on {wins}/{len(diffs)} of the tasks where both ran"
-                         + (f", significantly: {', '.join(sig)}" if sig else ", nowhere significantly"))
-    return "; so far " + "; ".join(parts) if parts else ""
+                         + (f"; significant differences: {', '.join(sig)}" if sig else ", nowhere significantly"))
+    return "; ".join(parts)
 
 
 def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
@@ -233,10 +233,12 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
             lines.append(f"- **{student}: best EGKD family beats KD by >= 1.0 on the average and on each task**: "
                          f"{reached if gain >= 1.0 and wins == len(tasks) else 'missed'} — {best[1]} "
                          f"{gain:+.2f} on the {len(tasks)}-task average; ahead on {wins}/{len(tasks)} tasks, "
-                         f"significantly (95% CI excludes 0) on {sig}.")
+                         f"significantly (95% CI excludes 0) on {sig}. Per family: "
+                         f"{partial_comparison(stats, tasks, student, egkd)}.")
         else:
+            so_far = partial_comparison(stats, tasks, student, egkd)
             lines.append(f"- **{student}: EGKD vs KD average**: not measurable yet (needs KD and an EGKD family on "
-                         f"every task of the grid){partial_comparison(stats, tasks, student, egkd)}.")
+                         f"every task of the grid)" + (f"; so far {so_far}" if so_far else "") + ".")
         t_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
         kept = [(100 * v / t_avg, m) for (s, m), v in averages.items() if s == student and t_avg]
         if kept:

@@ -155,6 +155,7 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "--seeds rte=2 --teacher-model config:layers=2,hidden=64,heads=2 --explain-examples 16" in text
     assert text.count("units finished") == 1 and "5 of 5 units finished" in text
     assert "## Targets" in text and "consistency >= 0.6 on every task" in text
+    assert "Per family: egkd-gradient ahead of KD on " in text and "1 of the tasks where both ran" in text
     assert "## One-off teacher cache cost" in text
     assert "| rte | gradient, explainer gxi, target pred | 48 |" in text
     assert "| rte | logits, target pred | 48 |" in text
