@@ -387,12 +387,12 @@ def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
     """One line per grid: its command and how many of its units have finished. A grid whose units all belong
     to a later or larger grid (the same grid run again with more seeds) is left out: its command adds nothing."""
     lines = []
-    planned_keys = [{u.key for u in g.units()} for g in grids]
-    for i, g in enumerate(grids):
+    planned_units = [list(g.units()) for g in grids]
+    planned_keys = [{u.key for u in units} for units in planned_units]
+    for i, (g, planned) in enumerate(zip(grids, planned_units, strict=True)):
         if any(planned_keys[i] < other or (planned_keys[i] == other and j > i)
                for j, other in enumerate(planned_keys) if j != i):
             continue
-        planned = list(g.units())
         missing = [u for u in planned if u.key not in records]
         lines.append(f"- `{g.command()}`: {len(planned) - len(missing)} of {len(planned)} units finished"
                      + (" (not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:8])
