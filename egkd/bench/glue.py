@@ -441,11 +441,19 @@ def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
 
 
 def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
+    """What ``--dry-run`` shows: each unit's state (a pending unit that a finished twin will stand for says so)."""
     rows = []
     for u in grid.units():
         rec = done.get(u.key)
         state = "done" if rec else ("resumable" if (u.run_dir(grid.out) / "checkpoints" / "last").is_dir()
                                     else "pending")
+        if state == "pending" and u.kind != "teacher":
+            try:
+                twin = finished_twin(grid, done, u, grid.options(u, chosen_settings(grid, done, u)
+                                                                 if u.kind == "student" else None))
+            except EgkdError:  # the seeds of an unfinished tuning: their setting is not known yet
+                twin = None
+            state = f"reuses {twin['key']}" if twin else state
         rows.append([u.key, u.kind, state, "-" if not rec else f"{rec['main_metric']} {rec['score']:.2f}"])
     return to_markdown(["unit", "kind", "state", "dev score"], rows)
 

@@ -307,6 +307,36 @@ def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
     return ["task", "cache", "examples", "seconds (once)", "s per 1,000 examples"], rows
 
 
+def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
+    chosen one in bold (the same rule as the runner: best score, first try on a tie)."""
+    from egkd.bench.glue import TUNING_GRID, recorded
+
+    tries: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in records.values():
+        if r["kind"] == "tune":
+            tries[(r["task"], r["student"], r["method"])][r["setting"]] = r
+    rows = []
+    for (task, student, method), by_setting in sorted(tries.items(), key=lambda kv: (list(TASK_PLAN).index(
+            kv[0][0]), kv[0][1], kv[0][2])):
+        grid = TUNING_GRID[method]
+        done = [by_setting[i] for i in sorted(by_setting)]
+        best = max(done, key=lambda t: t["score"])["setting"] if len(done) == len(grid) else None
+        cells = []
+        for i, setting in enumerate(grid):
+            name = ", ".join(f"{k}={v}" for k, v in setting.items())
+            cell = f"{name}: " + (_fmt(by_setting[i]["score"]) if i in by_setting else "not run")
+            cells.append(f"**{cell}**" if i == best else cell)
+        seeds = [r for r in records.values() if r["kind"] == "student" and (r["task"], r["student"], r["method"])
+                 == (task, student, method)]
+        at_best = [r for r in seeds if best is not None
+                   and all(recorded(r["options"], k) == v for k, v in grid[best].items())]
+        fixed = "-" if best is None else f"{len(at_best)} of {len(seeds)}"
+        rows.append([task, student, method, "; ".join(cells), fixed])
+    return ["task", "student", "method", "dev score per setting (first seed; chosen in bold)",
+            "seeds run at the chosen setting"], rows
+
+
 def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]],
           teachers: dict[str, dict]) -> list[Path]:
     """Main metric against training cost (x KD) and against consistency: one panel per task (tasks differ in
@@ -368,8 +398,12 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
              f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
              "- Explanation metrics on the first 200 dev examples of every run."]
     tuned = sorted({m for g in grids if g.tune for m in g.methods})
+    tuned_tasks = [t for t in TASK_PLAN if any(g.tune and t in g.tasks for g in grids)]
     if tuned:
-        lines.append("- Tuning (`--tune`): on the first seed each method tried the same number of settings ("
+        rest = [t for t in TASK_PLAN if t not in tuned_tasks and any(r["task"] == t for r in records.values())]
+        lines.append(f"- Tuning (`--tune`, on {', '.join(tuned_tasks)}"
+                     + (f"; {', '.join(rest)} ran every method at the defaults above" if rest else "")
+                     + "): on the first seed each method tried the same number of settings ("
                      + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
                                                       for t in TUNING_GRID[m]) for m in tuned)
                      + "); the best dev score was fixed for the other seeds.")
@@ -443,6 +477,12 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     if rows:
         parts.append("## One-off teacher cache cost\n\nBuilt once per (teacher, data, explainer, length) and "
                      "reused by every seed and method; not included in the training cost above.\n\n"
+                     + to_markdown(header, rows))
+    header, rows = tuning_rows(records)
+    if rows:
+        parts.append("## Tuning (`--tune`)\n\nEach method's tries on the first seed; the chosen setting is fixed "
+                     "for its other seeds (seeds that ran before tuning are rerun with `--rerun-stale`). Tasks "
+                     "without a row ran every method at the defaults.\n\n"
                      + to_markdown(header, rows))
     header, rows, averages = average_rows(tasks, teachers, stats)
     parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))

@@ -219,6 +219,10 @@ def test_tuning_reuses_the_run_at_the_default_setting_and_fixes_the_seeds(grid_o
     args[args.index("kd,egkd-gradient")] = "kd"
     args[args.index("--seeds") + 1] = "1"
     capsys.readouterr()
+    assert cli_main(*args, "--tune", "--dry-run") == 0
+    plan = "".join(capsys.readouterr())  # the plan is console output (stderr)
+    assert "| rte/layers-1/kd/seed42/tune1 | tune | reuses rte/layers-1/kd/seed42 |" in plan
+    assert "| rte/layers-1/kd/seed42/tune0 | tune | pending |" in plan
     code = cli_main(*args, "--tune")
     said = " ".join("".join(capsys.readouterr()).split())  # progress on stderr, the summary on stdout
     recs = read_results(out)
@@ -238,3 +242,23 @@ def test_tuning_reuses_the_run_at_the_default_setting_and_fixes_the_seeds(grid_o
     assert first["options"]["temperature"] == best["options"]["temperature"]
     if retuned:
         assert first["same_as"] == best["key"] and first["score"] == best["score"]
+
+
+def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
+    """Per (task, student, method): every try's first-seed dev score, the best one chosen (the runner's rule),
+    and how many seed runs carry the chosen setting (the rest ran before tuning and wait for --rerun-stale)."""
+    from egkd.reports.glue import tuning_rows
+
+    def rec(kind, seed, setting, score, t):
+        key = f"rte/layers-1/kd/seed{seed}" + (f"/tune{setting}" if kind == "tune" else "")
+        return key, {"key": key, "kind": kind, "task": "rte", "student": "layers:1", "method": "kd", "seed": seed,
+                     "setting": setting, "score": score, "options": {"temperature": t}}
+
+    records = dict([rec("tune", 42, 0, 55.0, 1.0), rec("tune", 42, 1, 54.0, 2.0), rec("tune", 42, 2, 57.5, 4.0),
+                    rec("student", 42, None, 57.5, 4.0), rec("student", 43, None, 53.0, 2.0)])
+    header, rows = tuning_rows(records)
+    assert rows == [["rte", "layers:1", "kd",
+                     "temperature=1.0: 55.00; temperature=2.0: 54.00; **temperature=4.0: 57.50**", "1 of 2"]]
+    del records["rte/layers-1/kd/seed42/tune2"]  # a try missing: nothing chosen yet
+    assert tuning_rows(records)[1][0][3:] == ["temperature=1.0: 55.00; temperature=2.0: 54.00; temperature=4.0: "
+                                              "not run", "-"]
