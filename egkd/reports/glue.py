@@ -406,7 +406,8 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
                      + "): on the first seed each method tried the same number of settings ("
                      + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
                                                       for t in TUNING_GRID[m]) for m in tuned)
-                     + "); the best dev score was fixed for the other seeds.")
+                     + "); the best dev score was fixed for the other seeds (the Tuning table says how many "
+                     "have run at it).")
     else:
         lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
     for root, folder_grids in folders.items():
@@ -481,8 +482,9 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     header, rows = tuning_rows(records)
     if rows:
         parts.append("## Tuning (`--tune`)\n\nEach method's tries on the first seed; the chosen setting is fixed "
-                     "for its other seeds (seeds that ran before tuning are rerun with `--rerun-stale`). Tasks "
-                     "without a row ran every method at the defaults.\n\n"
+                     "for its other seeds. Seeds that ran before tuning keep their old setting, in the tables above "
+                     "too, until `--rerun-stale` reruns them; the last column counts the seeds already at the "
+                     "chosen one. Tasks without a row ran every method at the defaults.\n\n"
                      + to_markdown(header, rows))
     header, rows, averages = average_rows(tasks, teachers, stats)
     parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))
