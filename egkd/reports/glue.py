@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from egkd.bench.glue import TASK_PLAN, read_results
+from egkd.bench.glue import TASK_PLAN, read_results, stale_units
 from egkd.data.glue import load_split
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
@@ -429,9 +429,12 @@ def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
                for j, other in enumerate(planned_keys) if j != i):
             continue
         missing = [u for u in planned if u.key not in records]
+        stale = stale_units(g, records)  # e.g. seeds run before tuning chose another setting
         lines.append(f"- `{g.command()}`: {len(planned) - len(missing)} of {len(planned)} units finished"
                      + (" (not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:8])
                         + (f" and {len(missing) - 8} more" if len(missing) > 8 else "") + ")" if missing else "")
+                     + (f"; {len(stale)} of them ran with settings the grid has since changed (e.g. "
+                        f"`{stale[0][0]}`: {', '.join(stale[0][1])}; `--rerun-stale` reruns them)" if stale else "")
                      + ".")
     return lines
 

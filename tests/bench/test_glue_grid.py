@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 
-from egkd.bench.glue import Grid, Unit, check_finished_run, read_results, recorded, split_students
+from egkd.bench.glue import Grid, Unit, check_finished_run, read_grids, read_results, recorded, split_students
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
@@ -237,6 +237,10 @@ def test_tuning_reuses_the_run_at_the_default_setting_and_fixes_the_seeds(grid_o
     retuned = best is not tries[1]
     assert code == 0 and f"{int(retuned)} unit(s) left" in said
     assert retuned == ("tuning chose other settings for 1 finished unit(s)" in said)
+    from egkd.reports.glue import grid_lines
+
+    line = grid_lines(read_grids(out)[-1:], read_results(out))[0]
+    assert retuned == ("1 of them ran with settings the grid has since changed" in line)
     assert cli_main(*args, "--tune", "--rerun-stale") == 0
     first = read_results(out)["rte/layers-1/kd/seed42"]
     assert first["options"]["temperature"] == best["options"]["temperature"]
