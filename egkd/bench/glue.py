@@ -326,8 +326,12 @@ def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> 
              for i in range(len(TUNING_GRID[unit.method]))]
     if any(t is None for t in tries):
         raise EgkdError(f"tuning of {unit.key} is not finished")
-    best = max(tries, key=lambda t: t["score"])  # type: ignore[union-attr]
-    return TUNING_GRID[unit.method][best["setting"]]
+    return TUNING_GRID[unit.method][best_try(tries)["setting"]]  # type: ignore[arg-type]
+
+
+def best_try(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tuning try whose setting the seeds take: the best dev score, the first try (in grid order) on a tie."""
+    return max(tries, key=lambda t: t["score"])
 
 
 # ------------------------------------------------------------------------------------------------- running

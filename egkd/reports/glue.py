@@ -309,8 +309,8 @@ def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
 
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
-    chosen one in bold (the same rule as the runner: best score, first try on a tie)."""
-    from egkd.bench.glue import TUNING_GRID, recorded
+    chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
+    from egkd.bench.glue import TUNING_GRID, best_try, differing
 
     tries: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records.values():
@@ -321,7 +321,7 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
             kv[0][0]), kv[0][1], kv[0][2])):
         grid = TUNING_GRID[method]
         done = [by_setting[i] for i in sorted(by_setting)]
-        best = max(done, key=lambda t: t["score"])["setting"] if len(done) == len(grid) else None
+        best = best_try(done)["setting"] if len(done) == len(grid) else None
         cells = []
         for i, setting in enumerate(grid):
             name = ", ".join(f"{k}={v}" for k, v in setting.items())
@@ -329,9 +329,8 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
             cells.append(f"**{cell}**" if i == best else cell)
         seeds = [r for r in records.values() if r["kind"] == "student" and (r["task"], r["student"], r["method"])
                  == (task, student, method)]
-        at_best = [r for r in seeds if best is not None
-                   and all(recorded(r["options"], k) == v for k, v in grid[best].items())]
-        fixed = "-" if best is None else f"{len(at_best)} of {len(seeds)}"
+        at_best = sum(best is not None and not differing(grid[best], r["options"]) for r in seeds)
+        fixed = "-" if best is None else f"{at_best} of {len(seeds)}"
         rows.append([task, student, method, "; ".join(cells), fixed])
     return ["task", "student", "method", "dev score per setting (first seed; chosen in bold)",
             "seeds run at the chosen setting"], rows
