@@ -5,7 +5,8 @@ finished and evaluated, appended as one JSON line to ``OUT/results.jsonl`` (with
 so that :mod:`egkd.reports.glue` can bootstrap any comparison later). A unit whose key is in ``results.jsonl``
 is never run again; a unit that was interrupted resumes from its last checkpoint. So the grid can be run by
 several sessions in turn (``--max-hours`` stops starting new units after a time budget), and by hand as far as
-the machine allows.
+the machine allows. Several processes may share one results folder at once: each unit is run under a lock
+(:mod:`egkd.bench.locks`), and a process skips the units another one holds and the units that wait for them.
 
 Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teacher, then the tuning units
 (``--tune``), then seed by seed every student and method, so that one seed of every method is finished before
@@ -28,11 +29,13 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from egkd.bench.locks import exclusive
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
@@ -266,10 +269,11 @@ def read_grids(out: Path) -> list[Grid]:
 
 def record_grid(grid: Grid) -> None:
     """Add ``grid`` to ``grids.json`` (once): several grids may share one results folder."""
-    known = [g.describe() for g in read_grids(grid.out)]
-    if grid.describe() not in known:
-        known.append(grid.describe())
-        (grid.out / "grids.json").write_text(json.dumps(known, indent=2))
+    with results_lock(grid.out):  # two processes starting two grids at once must both be recorded
+        known = [g.describe() for g in read_grids(grid.out)]
+        if grid.describe() not in known:
+            known.append(grid.describe())
+            (grid.out / "grids.json").write_text(json.dumps(known, indent=2))
 
 
 def machine() -> dict[str, Any]:
@@ -310,9 +314,27 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
 def append_record(out: Path, record: dict[str, Any]) -> None:
     """Append one line; a line cut by an earlier crash is closed first, so the new record stays readable."""
     path = out / "results.jsonl"
-    cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as f:
-        f.write(("\n" if cut else "") + json.dumps(record) + "\n")
+    with results_lock(out):
+        cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        with path.open("a") as f:
+            f.write(("\n" if cut else "") + json.dumps(record) + "\n")
+
+
+def results_lock(out: Path) -> AbstractContextManager[bool]:
+    """Held while ``results.jsonl`` is appended to or rewritten, so processes sharing ``out`` lose no line."""
+    return exclusive(out / ".locks" / "results.lock")
+
+
+def unit_lock(out: Path, unit: Unit) -> AbstractContextManager[bool]:
+    """Held by the process that runs ``unit``: a second process sharing ``out`` skips the unit instead of
+    training it too (yields False there)."""
+    return exclusive(out / ".locks" / (unit.key.replace("/", "__") + ".lock"), wait=False)
+
+
+def running_elsewhere(out: Path, unit: Unit) -> bool:
+    """Whether another process holds ``unit`` now (for ``--dry-run``)."""
+    with unit_lock(out, unit) as mine:
+        return not mine
 
 
 def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any] | None:
@@ -386,16 +408,17 @@ def drop_stale(grid: Grid, stale: list[tuple[str, list[str]]]) -> None:
     keys = {k for k, _ in stale}
     path = grid.out / "results.jsonl"
     keep, moved = [], []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            keep.append(line)
-            continue
-        (moved if rec.get("key") in keys else keep).append(line)
-    with (grid.out / "stale.jsonl").open("a") as f:
-        f.writelines(m + "\n" for m in moved)
-    path.write_text("".join(k + "\n" for k in keep))
+    with results_lock(grid.out):  # another process may be appending its record right now
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                keep.append(line)
+                continue
+            (moved if rec.get("key") in keys else keep).append(line)
+        with (grid.out / "stale.jsonl").open("a") as f:
+            f.writelines(m + "\n" for m in moved)
+        path.write_text("".join(k + "\n" for k in keep))
     for key in keys:
         run = grid.out / "runs" / key
         if run.is_dir():
@@ -444,13 +467,29 @@ def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
     return None
 
 
+def prerequisites(grid: Grid, unit: Unit) -> list[str]:
+    """The units that must finish before ``unit`` can run: its task's teacher and, for a seed of a tuned
+    grid, the tuning tries that choose its setting."""
+    if unit.student is None:
+        return []
+    needs = [Unit(unit.task, None, "ft", FIRST_SEED).key]
+    if grid.tune and unit.kind == "student":
+        needs += [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i).key
+                  for i in range(len(TUNING_GRID[unit.method]))]
+    return needs
+
+
 def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     """What ``--dry-run`` shows: each unit's state (a pending unit that a finished twin will stand for says so)."""
-    rows = []
+    rows, stale = [], dict(stale_units(grid, done))
     for u in grid.units():
         rec = done.get(u.key)
         state = "done" if rec else ("resumable" if (u.run_dir(grid.out) / "checkpoints" / "last").is_dir()
                                     else "pending")
+        if u.key in stale:
+            state = f"stale ({', '.join(stale[u.key])}): --rerun-stale reruns it"
+        elif not rec and running_elsewhere(grid.out, u):
+            state = "running in another process"
         if state == "pending" and u.kind != "teacher":
             try:
                 twin = finished_twin(grid, done, u, grid.options(u, chosen_settings(grid, done, u)
@@ -460,6 +499,25 @@ def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
             state = f"reuses {twin['key']}" if twin else state
         rows.append([u.key, u.kind, state, "-" if not rec else f"{rec['main_metric']} {rec['score']:.2f}"])
     return to_markdown(["unit", "kind", "state", "dev score"], rows)
+
+
+def settle(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any]:
+    """The record of ``unit``: trained (or resumed) now, or the run of a finished twin with its settings."""
+    setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
+    options = grid.options(unit, setting)
+    twin = finished_twin(grid, done, unit, options)
+    if twin is None:
+        return run_unit(grid, unit, options)
+    console.print(f"same settings as the finished {twin['key']}: its run stands for this unit too")
+    return {**twin, "key": unit.key, "kind": unit.kind, "setting": unit.setting, "same_as": twin["key"]}
+
+
+def record_failure(out: Path, unit: Unit, error: Exception) -> None:
+    """Say why a unit failed (one line) and keep the whole message in ``failures.jsonl``."""
+    msg = str(error) if isinstance(error, EgkdError) else traceback.format_exc(limit=3)
+    console.print(f"[red]unit {unit.key} failed: {msg.strip().splitlines()[-1]}[/]")
+    with (out / "failures.jsonl").open("a") as f:
+        f.write(json.dumps({"key": unit.key, "error": msg, "at": datetime.now(timezone.utc).isoformat()}) + "\n")
 
 
 def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True,
@@ -488,34 +546,41 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     pending = [u for u in units if u.key not in done]
     console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
                   f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
+    busy: set[str] = set()  # units another process sharing ``out`` is running
     for n, unit in enumerate(pending, 1):
         if max_hours is not None and time.monotonic() - start > max_hours * 3600:
             console.print(f"[yellow]--max-hours {max_hours} reached: stopping before {unit.key}; rerun to go on[/]")
             break
         if unit.task in {u.task for u in failed if u.student is None}:
             continue  # no teacher, no students
-        try:
-            setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
-            console.rule(f"[{n}/{len(pending)}] {unit.key}")
-            options = grid.options(unit, setting)
-            twin = finished_twin(grid, done, unit, options)
-            if twin is not None:
-                console.print(f"same settings as the finished {twin['key']}: its run stands for this unit too")
-                record = {**twin, "key": unit.key, "kind": unit.kind, "setting": unit.setting, "same_as": twin["key"]}
-            else:
-                record = run_unit(grid, unit, options)
-        except Exception as e:  # one broken unit must not stop a grid that runs for hours
-            if not keep_going:
-                raise
-            failed.append(unit)
-            msg = str(e) if isinstance(e, EgkdError) else traceback.format_exc(limit=3)
-            console.print(f"[red]unit {unit.key} failed: {msg.strip().splitlines()[-1]}[/]")
-            with (grid.out / "failures.jsonl").open("a") as f:
-                f.write(json.dumps({"key": unit.key, "error": msg, "at": datetime.now(timezone.utc).isoformat()})
-                        + "\n")
+        blocker = next((k for k in prerequisites(grid, unit) if k in busy), None)
+        if blocker is not None:
+            console.print(f"[yellow]{unit.key} waits for {blocker}, which another process is running: skipped[/]")
+            busy.add(unit.key)
             continue
-        append_record(grid.out, record)
-        done[unit.key] = record
+        with unit_lock(grid.out, unit) as mine:
+            if not mine:
+                console.print(f"[yellow]{unit.key} is being run by another process: skipped[/]")
+                busy.add(unit.key)
+                continue
+            done = read_results(grid.out)  # another process may have finished it meanwhile
+            if unit.key in done:
+                continue
+            console.rule(f"[{n}/{len(pending)}] {unit.key}")
+            try:
+                record = settle(grid, done, unit)
+            except Exception as e:  # one broken unit must not stop a grid that runs for hours
+                if not keep_going:
+                    raise
+                failed.append(unit)
+                record_failure(grid.out, unit, e)
+                continue
+            append_record(grid.out, record)
+            done[unit.key] = record
+    done = read_results(grid.out)  # with what other processes finished meanwhile
+    if busy:
+        console.print(f"[yellow]{len(busy)} unit(s) skipped because another process runs them or what they wait "
+                      "for; rerun when it has finished[/]")
     retune = stale_units(grid, done) if grid.tune else []
     if retune:  # tuning finished in this run and chose other settings for seeds that had run before it
         console.print(f"[yellow]tuning chose other settings for {len(retune)} finished unit(s) (e.g. {retune[0][0]});"

@@ -8,7 +8,17 @@ import pytest
 import torch
 from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 
-from egkd.bench.glue import Grid, Unit, check_finished_run, read_grids, read_results, recorded, split_students
+from egkd.bench.glue import (
+    Grid,
+    Unit,
+    check_finished_run,
+    prerequisites,
+    read_grids,
+    read_results,
+    recorded,
+    split_students,
+    unit_lock,
+)
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
@@ -266,3 +276,35 @@ def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
     del records["rte/layers-1/kd/seed42/tune2"]  # a try missing: nothing chosen yet
     assert tuning_rows(records)[1][0][3:] == ["temperature=1.0: 55.00; temperature=2.0: 54.00; temperature=4.0: "
                                               "not run", "-"]
+
+
+def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out, tmp_path, capsys):
+    """Two processes sharing a results folder: each trains what the other does not hold, and a seed whose tuning
+    try is held elsewhere waits for it instead of failing."""
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(grid_out[0], out)
+    args = [a if a != grid_out[0] else out for a in grid_out[1]]
+    args[args.index("kd,egkd-gradient")] = "kd"
+    args[args.index("--seeds") + 1] = "3"
+    held = Unit("rte", "layers:1", "kd", 42, setting=0)  # "the other process" runs the first tuning try
+    grid = Grid(out=out, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 3}, tune=True)
+    assert prerequisites(grid, Unit("rte", "layers:1", "kd", 43)) == [
+        "rte/teacher", *(Unit("rte", "layers:1", "kd", 42, setting=i).key for i in range(3))]
+    capsys.readouterr()
+    with unit_lock(out, held) as mine:
+        assert mine
+        assert cli_main(*args, "--tune", "--dry-run") == 0
+        assert f"| {held.key} | tune | running in another process |" in "".join(capsys.readouterr())
+        assert cli_main(*args, "--tune") == 0
+        said = " ".join("".join(capsys.readouterr()).split())
+    recs = read_results(out)
+    assert held.key not in recs and "rte/layers-1/kd/seed42/tune2" in recs  # the free try ran
+    assert f"{held.key} is being run by another process: skipped" in said
+    assert f"rte/layers-1/kd/seed44 waits for {held.key}, which another process is running: skipped" in said
+    assert "2 unit(s) skipped" in said and not (out / "failures.jsonl").exists()
+    # once the other process lets go, the same command runs what was skipped
+    assert cli_main(*args, "--tune", "--rerun-stale") == 0
+    recs = read_results(out)
+    assert held.key in recs and recs["rte/layers-1/kd/seed44"]["kind"] == "student"
