@@ -531,7 +531,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     done = read_results(grid.out)
     units = list(grid.units())
     if dry_run:
-        console.print(plan_table(grid, done))
+        console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
         return sum(u.key not in done for u in units)
     stale = stale_units(grid, done)
     if stale and rerun_stale:

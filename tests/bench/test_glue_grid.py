@@ -143,6 +143,8 @@ def test_rerun_stale_sets_changed_units_aside_and_runs_them_again(grid_out, caps
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*recs[:-1], old]))
     assert cli_main(*args) == 2
     assert "1 unit(s) run with other settings" in capsys.readouterr().err
+    assert cli_main(*args, "--dry-run") == 0
+    assert f"| {old['key']} | student | stale (alpha): --rerun-stale reruns it |" in "".join(capsys.readouterr())
     assert cli_main(*args, "--rerun-stale") == 0
     now = read_results(out)
     assert list(now) == [r["key"] for r in recs] and now[old["key"]]["options"]["alpha"] == 0.9
