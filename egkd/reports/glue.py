@@ -134,11 +134,9 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
                      "-", "-", "-", "-", "-", "1.00", "1.00x", "-"])
     mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
     any_run = next((g[0] for g in mine.values()), teacher)
-    if any_run and not spec.is_regression:  # the floor every model must clear: always the most frequent class
-        labels = labels_of(task, any_run["idx"])
-        majority = np.full_like(labels, np.bincount(labels).argmax())
-        floor = [f"{batched_metric(m, majority, labels):.2f}" for m in spec.metrics]
-        rows.append(["(majority class)", "-", "-", *floor, *["-"] * 8])
+    floor = majority_floor(task, any_run, labels_of) if any_run else None
+    if floor:
+        rows.append(["(majority class)", "-", "-", *[f"{floor[m]:.2f}" for m in spec.metrics], *["-"] * 8])
     stats: dict[tuple[str, str], dict[str, Any]] = {}
     for (student, method), group in sorted(mine.items()):
         kd = mine.get((student, "kd"))
@@ -163,6 +161,17 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
     return header, rows, stats
 
 
+def majority_floor(task: str, run: dict[str, Any], labels_of: DevLabels) -> dict[str, float] | None:
+    """Every metric of always predicting the most frequent dev class (of ``run``'s dev examples): the floor a
+    model must clear. None for regression, where a constant prediction has no correlation at all."""
+    spec = get_task(task)
+    if spec.is_regression:
+        return None
+    labels = labels_of(task, run["idx"])
+    majority = np.full_like(labels, np.bincount(labels).argmax())
+    return {m: float(batched_metric(m, majority, labels)) for m in spec.metrics}
+
+
 def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
     """Mark the best student value of each metric and of consistency (higher is better)."""
     for col, name in enumerate(header):
@@ -176,25 +185,41 @@ def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
                     rows[i][col] = f"**{rows[i][col]}**"
 
 
-def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]]
-                 ) -> tuple[list[str], list[list[str]], dict[tuple[str, str], float]]:
-    """Main metric per task and the average over the tasks every row has (teacher first)."""
+def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
+                 floors: dict[str, float]) -> tuple[list[str], list[list[str]], dict[tuple[str, str], float]]:
+    """Main metric per task and the average over the tasks every row has: the teacher first, then each task's
+    headroom (the teacher over ``floors``, the majority class), so a reader sees how little room some tasks
+    leave a method to differ in."""
     header = ["student", "method", *tasks, "average", "% of teacher"]
     teacher_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
+    room = {t: teachers[t]["score"] - floors[t] for t in tasks if t in teachers and t in floors}
     rows = [["(teacher)", "ft", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
-             _fmt(teacher_avg), "100.0"]]
+             _fmt(teacher_avg), "100.0"],
+            ["(headroom: teacher − majority)", "-", *[_fmt(room.get(t)) for t in tasks], "-", "-"]]
     averages = {}
     keys = sorted({k for s in stats.values() for k in s})
     for key in keys:
         scores = [stats[t].get(key, {}).get("score") for t in tasks]
         complete = all(s is not None for s in scores)
         avg = _mean(scores) if complete else None
-        t_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
         if avg is not None:
             averages[key] = avg
         rows.append([*key, *[_fmt(s) for s in scores], _fmt(avg) if complete else "(incomplete)",
-                     _fmt(100 * avg / t_avg, 1) if avg is not None and t_avg else "-"])
+                     _fmt(100 * avg / teacher_avg, 1) if avg is not None and teacher_avg else "-"])
     return header, rows, averages
+
+
+def headroom_note(tasks: list[str], teachers: dict[str, dict], floors: dict[str, float]) -> str:
+    """Which tasks leave little room over the majority class, and what one dev example is worth there."""
+    tight = [t for t in tasks if t in teachers and teachers[t]["score"] - floors[t] < 10]
+    if not tight:
+        return ""
+    said = ", ".join(f"{get_task(t).folder} {teachers[t]['score'] - floors[t]:.2f} points (one dev example: "
+                     f"{100 / len(teachers[t]['idx']):.2f} accuracy points)" for t in tight)
+    return (f"Headroom: how far each teacher is above always answering the majority class (above 0 for a "
+            f"correlation). Little room on {said}: differences there are bounded by it and are the noisiest; they "
+            "move the plain average (which the 97 % target uses) by little, and are called improvements only where "
+            "their bootstrap interval excludes zero.\n\n")
 
 
 def partial_comparison(stats: dict, tasks: list[str], student: str, egkd: set[str]) -> str:
@@ -488,8 +513,14 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                      "too, until `--rerun-stale` reruns them; the last column counts the seeds already at the "
                      "chosen one. Tasks without a row ran every method at the defaults.\n\n"
                      + to_markdown(header, rows))
-    header, rows, averages = average_rows(tasks, teachers, stats)
-    parts.append("## Average over tasks (main metric)\n\n" + to_markdown(header, rows))
+    floors = {}
+    for t in tasks:  # the main metric's floor: the majority class; 0 for a correlation (STS-B)
+        run = teachers.get(t) or next((g[0] for k, g in groups.items() if k[0] == t), None)
+        floor = majority_floor(t, run, labels_of) if run else None
+        floors[t] = floor[get_task(t).main_metric] if floor else 0.0
+    header, rows, averages = average_rows(tasks, teachers, stats, floors)
+    parts.append("## Average over tasks (main metric)\n\n" + headroom_note(tasks, teachers, floors)
+                 + to_markdown(header, rows))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
     if out:
         out = Path(out)
