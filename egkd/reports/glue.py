@@ -453,7 +453,10 @@ def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
                for j, other in enumerate(planned_keys) if j != i):
             continue
         missing = [u for u in planned if u.key not in records]
-        stale = stale_units(g, records)  # e.g. seeds run before tuning chose another setting
+        # e.g. seeds run before tuning chose another setting; a unit that a later grid also runs is judged
+        # by that grid (its settings are the last ones asked for), not reported stale here
+        later = set().union(*planned_keys[i + 1:])
+        stale = [s for s in stale_units(g, records) if s[0] not in later]
         lines.append(f"- `{g.command()}`: {len(planned) - len(missing)} of {len(planned)} units finished"
                      + (" (not yet run: " + ", ".join(f"`{u.key}`" for u in missing[:8])
                         + (f" and {len(missing) - 8} more" if len(missing) > 8 else "") + ")" if missing else "")

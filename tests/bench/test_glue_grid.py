@@ -45,6 +45,13 @@ def test_grid_lines_leave_out_a_grid_that_a_later_one_covers(tmp_path):
     assert "--tasks cola --methods kd " in lines[1] and "--methods ft " in lines[2]
     # a grid run twice with the same seeds is quoted once
     assert len(grid_lines([grid(["rte"], {"rte": 2}), grid(["rte"], {"rte": 2})], records={})) == 1
+    # units a later grid reran with its own settings are that grid's, not stale units of the earlier one
+    old, new = grid(["rte", "cola"], {"rte": 1, "cola": 1}, ["kd"]), grid(["rte"], {"rte": 1}, ["kd"])
+    new.epochs = 2.0
+    records = {u.key: {"key": u.key, "options": new.options(u)} for u in new.units()}
+    assert "ran with settings the grid has since changed" in grid_lines([old], records)[0]
+    lines = grid_lines([old, new], records)  # (the smaller later grid is quoted through the larger one)
+    assert len(lines) == 1 and "2 of 4 units finished" in lines[0] and "since changed" not in lines[0]
 
 
 def test_grid_order_and_settings(tmp_path):
