@@ -344,11 +344,16 @@ def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> 
     """
     if not grid.tune:
         return None
-    tries = [done.get(Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i).key)
-             for i in range(len(TUNING_GRID[unit.method]))]
+    tries = [done.get(t.key) for t in tuning_tries(unit)]
     if any(t is None for t in tries):
         raise EgkdError(f"tuning of {unit.key} is not finished")
     return TUNING_GRID[unit.method][best_try(tries)["setting"]]  # type: ignore[arg-type]
+
+
+def tuning_tries(unit: Unit) -> list[Unit]:
+    """The first-seed tuning units whose best score decides ``unit``'s setting, in grid order."""
+    return [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i)
+            for i in range(len(TUNING_GRID[unit.method]))]
 
 
 def best_try(tries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -474,8 +479,7 @@ def prerequisites(grid: Grid, unit: Unit) -> list[str]:
         return []
     needs = [Unit(unit.task, None, "ft", FIRST_SEED).key]
     if grid.tune and unit.kind == "student":
-        needs += [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i).key
-                  for i in range(len(TUNING_GRID[unit.method]))]
+        needs += [t.key for t in tuning_tries(unit)]
     return needs
 
 
@@ -576,7 +580,6 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
                 record_failure(grid.out, unit, e)
                 continue
             append_record(grid.out, record)
-            done[unit.key] = record
     done = read_results(grid.out)  # with what other processes finished meanwhile
     if busy:
         console.print(f"[yellow]{len(busy)} unit(s) skipped because another process runs them or what they wait "

@@ -122,7 +122,8 @@ def _cost_ratio(group: Group, kd: Group | None) -> float | None:
 
 
 def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,
-              n_resamples: int) -> tuple[list[str], list[list[str]], dict[tuple[str, str], dict[str, Any]]]:
+              n_resamples: int, floor: dict[str, float] | None
+              ) -> tuple[list[str], list[list[str]], dict[tuple[str, str], dict[str, Any]]]:
     """The task's table (teacher on top, best student value per column in bold) and per-row numbers."""
     spec = get_task(task)
     header = ["student", "method", "seeds", *[f"{m} (mean ± std)" for m in spec.metrics],
@@ -133,8 +134,6 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
         rows.append(["(teacher)", "ft", "1", *[f"{teacher['metrics'][m]:.2f}" for m in spec.metrics],
                      "-", "-", "-", "-", "-", "1.00", "1.00x", "-"])
     mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
-    any_run = next((g[0] for g in mine.values()), teacher)
-    floor = majority_floor(task, any_run, labels_of) if any_run else None
     if floor:
         rows.append(["(majority class)", "-", "-", *[f"{floor[m]:.2f}" for m in spec.metrics], *["-"] * 8])
     stats: dict[tuple[str, str], dict[str, Any]] = {}
@@ -496,8 +495,12 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     parts.append(protocol(roots, records))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
     labels_of = DevLabels(data_dir)
+    floors = {}  # each task's majority-class floor, every metric (None for regression)
+    for t in tasks:
+        run = next((g[0] for k, g in groups.items() if k[0] == t), teachers.get(t))
+        floors[t] = majority_floor(t, run, labels_of) if run else None
     for task in tasks:
-        header, rows, stats[task] = task_rows(task, teachers.get(task), groups, labels_of, n_resamples)
+        header, rows, stats[task] = task_rows(task, teachers.get(task), groups, labels_of, n_resamples, floors[task])
         spec = get_task(task)
         where = {"CPU": "", "mixed": "; units ran on several devices: cost and speed mix them"}.get(
             devices[task], f"; ran on {devices[task]}: cost and speed are ratios there")
@@ -516,13 +519,9 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                      "too, until `--rerun-stale` reruns them; the last column counts the seeds already at the "
                      "chosen one. Tasks without a row ran every method at the defaults.\n\n"
                      + to_markdown(header, rows))
-    floors = {}
-    for t in tasks:  # the main metric's floor: the majority class; 0 for a correlation (STS-B)
-        run = teachers.get(t) or next((g[0] for k, g in groups.items() if k[0] == t), None)
-        floor = majority_floor(t, run, labels_of) if run else None
-        floors[t] = floor[get_task(t).main_metric] if floor else 0.0
-    header, rows, averages = average_rows(tasks, teachers, stats, floors)
-    parts.append("## Average over tasks (main metric)\n\n" + headroom_note(tasks, teachers, floors)
+    main_floor = {t: floors[t][get_task(t).main_metric] if floors[t] else 0.0 for t in tasks}  # 0: a correlation
+    header, rows, averages = average_rows(tasks, teachers, stats, main_floor)
+    parts.append("## Average over tasks (main metric)\n\n" + headroom_note(tasks, teachers, main_floor)
                  + to_markdown(header, rows))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
     if out:
