@@ -147,6 +147,11 @@ class Unit:
         return root / "teachers" / self.task if self.student is None else root / "runs" / self.key
 
 
+def teacher_unit(task: str) -> Unit:
+    """The one teacher of ``task`` that every method and student of every grid shares (Part 2 of the issue)."""
+    return Unit(task, None, "ft", FIRST_SEED)
+
+
 # what defines a grid (kept in grids.json); data_dir and teachers only say where things are
 GRID_FIELDS = ("tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
                "max_eval_examples", "explain_examples", "teacher_model")
@@ -186,7 +191,7 @@ class Grid:
     def units(self) -> Iterator[Unit]:
         """Run order; tuning units come before the seeds they decide."""
         for task in self.tasks:
-            yield Unit(task, None, "ft", FIRST_SEED)
+            yield teacher_unit(task)
             if self.tune:
                 for student in self.students:
                     for method in self.methods:
@@ -216,7 +221,7 @@ class Grid:
         return opts
 
     def teacher_dir(self, task: str) -> str:
-        return self.teachers.get(task) or str(Unit(task, None, "ft", FIRST_SEED).run_dir(self.out))
+        return self.teachers.get(task) or str(teacher_unit(task).run_dir(self.out))
 
     def describe(self) -> dict[str, Any]:
         """The grid's defining flags (what ``grids.json`` keeps and the results page quotes)."""
@@ -477,7 +482,7 @@ def prerequisites(grid: Grid, unit: Unit) -> list[str]:
     grid, the tuning tries that choose its setting."""
     if unit.student is None:
         return []
-    needs = [Unit(unit.task, None, "ft", FIRST_SEED).key]
+    needs = [teacher_unit(unit.task).key]
     if grid.tune and unit.kind == "student":
         needs += [t.key for t in tuning_tries(unit)]
     return needs
