@@ -315,6 +315,8 @@ def bench_glue(
     dry_run: Annotated[bool, typer.Option(help="print the plan (done / resumable / pending) and stop")] = False,
     rerun_stale: Annotated[bool, typer.Option(help="rerun finished units whose settings the grid has changed "
                                                    "(their records move to stale.jsonl)")] = False,
+    wait: Annotated[bool, typer.Option(help="when another process sharing --out runs units this one needs, wait for "
+                                            "them and go on (--no-wait: skip them and stop)")] = True,
 ) -> None:
     """Run the GLUE grid (task x student x method x seed), resumably; `egkd report OUT` renders it."""
     from egkd.bench.glue import Grid, run_grid, split_students
@@ -335,7 +337,7 @@ def bench_glue(
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
                 max_seq_length=max_seq_length, max_eval_examples=max_eval_examples)
-    left = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale)
+    left = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)
     if not dry_run:
         print(f"{left} unit(s) left; render with: egkd report {out} --out docs/results.md")
 

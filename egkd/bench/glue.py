@@ -529,39 +529,17 @@ def record_failure(out: Path, unit: Unit, error: Exception) -> None:
         f.write(json.dumps({"key": unit.key, "error": msg, "at": datetime.now(timezone.utc).isoformat()}) + "\n")
 
 
-def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True,
-             rerun_stale: bool = False) -> int:
-    """Run every unfinished unit in order; returns how many units are still unfinished.
-
-    Finished units whose settings differ from what the grid runs now (its defaults changed) are refused, or,
-    with ``rerun_stale``, set aside (kept in ``stale.jsonl``) and run again.
-    """
-    grid.out.mkdir(parents=True, exist_ok=True)
-    done = read_results(grid.out)
-    units = list(grid.units())
-    if dry_run:
-        console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
-        return sum(u.key not in done for u in units)
-    stale = stale_units(grid, done)
-    if stale and rerun_stale:
-        drop_stale(grid, stale)
-        done, stale = read_results(grid.out), []
-    if stale:
-        key, differ = stale[0]
-        raise EgkdError(f"{grid.out} already holds {len(stale)} unit(s) run with other settings (e.g. {key}: "
-                        f"{', '.join(differ)}); rerun with that grid's flags, choose another --out, or --rerun-stale")
-    record_grid(grid)
-    start, failed = time.monotonic(), []
-    pending = [u for u in units if u.key not in done]
-    console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
-                  f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
-    busy: set[str] = set()  # units another process sharing ``out`` is running
+def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going: bool,
+             failed: list[Unit]) -> tuple[set[str], bool]:
+    """Run ``pending`` in order once; returns the units skipped because another process sharing ``out`` holds
+    them or what they wait for, and whether ``deadline`` (``time.monotonic()``) stopped the pass."""
+    busy: set[str] = set()
     for n, unit in enumerate(pending, 1):
-        if max_hours is not None and time.monotonic() - start > max_hours * 3600:
-            console.print(f"[yellow]--max-hours {max_hours} reached: stopping before {unit.key}; rerun to go on[/]")
-            break
-        if unit.task in {u.task for u in failed if u.student is None}:
-            continue  # no teacher, no students
+        if deadline is not None and time.monotonic() > deadline:
+            console.print(f"[yellow]--max-hours reached: stopping before {unit.key}; rerun to go on[/]")
+            return busy, True
+        if unit in failed or unit.task in {u.task for u in failed if u.student is None}:
+            continue  # failed in this process already; no teacher, no students
         blocker = next((k for k in prerequisites(grid, unit) if k in busy), None)
         if blocker is not None:
             console.print(f"[yellow]{unit.key} waits for {blocker}, which another process is running: skipped[/]")
@@ -585,6 +563,61 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
                 record_failure(grid.out, unit, e)
                 continue
             append_record(grid.out, record)
+    return busy, False
+
+
+def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: float | None, poll: float) -> bool:
+    """Sleep until a unit another process holds is let go (finished, or its process died: then this one resumes
+    it). Returns False when ``deadline`` comes first."""
+    held = [u for u in units if u.key in busy and running_elsewhere(grid.out, u)]
+    if held:
+        behind = len(busy) - len(held)
+        console.print(f"waiting for {len(held)} unit(s) another process is running ({held[0].key}"
+                      f"{', ...' if len(held) > 1 else ''})" + (f" before the {behind} that wait for them" if behind
+                                                                else "") + "; --no-wait stops here instead")
+    while held and all(running_elsewhere(grid.out, u) for u in held):
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True,
+             rerun_stale: bool = False, wait: bool = True, poll: float = 30.0) -> int:
+    """Run every unfinished unit in order; returns how many units are still unfinished.
+
+    Finished units whose settings differ from what the grid runs now (its defaults changed) are refused, or,
+    with ``rerun_stale``, set aside (kept in ``stale.jsonl``) and run again. Units another process sharing
+    ``out`` is running are skipped; with ``wait`` this process then waits for them and runs what they held
+    back (a tuned grid's seeds wait for their tuning tries), so two processes started on one command both
+    work until the grid is done.
+    """
+    grid.out.mkdir(parents=True, exist_ok=True)
+    done = read_results(grid.out)
+    units = list(grid.units())
+    if dry_run:
+        console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
+        return sum(u.key not in done for u in units)
+    stale = stale_units(grid, done)
+    if stale and rerun_stale:
+        drop_stale(grid, stale)
+        done, stale = read_results(grid.out), []
+    if stale:
+        key, differ = stale[0]
+        raise EgkdError(f"{grid.out} already holds {len(stale)} unit(s) run with other settings (e.g. {key}: "
+                        f"{', '.join(differ)}); rerun with that grid's flags, choose another --out, or --rerun-stale")
+    record_grid(grid)
+    deadline = None if max_hours is None else time.monotonic() + max_hours * 3600
+    failed: list[Unit] = []
+    pending = [u for u in units if u.key not in done]
+    console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
+                  f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
+    while True:
+        busy, out_of_time = run_pass(grid, pending, deadline, keep_going, failed)
+        if not busy or not wait or out_of_time or not wait_for_others(grid, units, busy, deadline, poll):
+            break
+        done = read_results(grid.out)
+        pending = [u for u in units if u.key not in done and u not in failed]
     done = read_results(grid.out)  # with what other processes finished meanwhile
     if busy:
         console.print(f"[yellow]{len(busy)} unit(s) skipped because another process runs them or what they wait "

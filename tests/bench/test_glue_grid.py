@@ -17,6 +17,7 @@ from egkd.bench.glue import (
     read_results,
     recorded,
     split_students,
+    stale_units,
     unit_lock,
 )
 from egkd.errors import EgkdError
@@ -306,7 +307,7 @@ def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out,
         assert mine
         assert cli_main(*args, "--tune", "--dry-run") == 0
         assert f"| {held.key} | tune | running in another process |" in "".join(capsys.readouterr())
-        assert cli_main(*args, "--tune") == 0
+        assert cli_main(*args, "--tune", "--no-wait") == 0
         said = " ".join("".join(capsys.readouterr()).split())
     recs = read_results(out)
     assert held.key not in recs and "rte/layers-1/kd/seed42/tune2" in recs  # the free try ran
@@ -317,3 +318,50 @@ def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out,
     assert cli_main(*args, "--tune", "--rerun-stale") == 0
     recs = read_results(out)
     assert held.key in recs and recs["rte/layers-1/kd/seed44"]["kind"] == "student"
+
+
+def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out, tmp_path, capsys, monkeypatch):
+    """By default a second process does not stop at a unit held elsewhere: it waits until the lock is let go and
+    runs what is still missing (here the holder lets go without finishing it, as a crashed process would)."""
+    import shutil
+    import threading
+    import time
+
+    from egkd.bench.glue import run_grid
+
+    out = tmp_path / "results"
+    shutil.copytree(grid_out[0], out)
+    grid = Grid(out=out, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 3}, tune=True,
+                data_dir=str(grid_out[1][grid_out[1].index("--data-dir") + 1]), teacher_model=TINY_TEACHER_MODEL,
+                max_train_examples=48, max_eval_examples=40, max_seq_length=32, epochs=1, explain_examples=16)
+    held = Unit("rte", "layers:1", "kd", 42, setting=0)
+    taken, release, naps = threading.Event(), threading.Event(), []
+
+    def other_process():
+        with unit_lock(out, held) as mine:
+            assert mine
+            taken.set()
+            release.wait(120)
+
+    def nap(seconds):  # the "other process" lets go only once this one has started to wait
+        naps.append(seconds)
+        release.set()
+        holder.join()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    assert taken.wait(10)
+    monkeypatch.setattr(time, "sleep", nap)
+    capsys.readouterr()
+    left = run_grid(grid, rerun_stale=True, poll=0.2)
+    said = " ".join("".join(capsys.readouterr()).split())
+    assert naps == [0.2]  # it waited (one poll), then went on
+    assert f"{held.key} is being run by another process: skipped" in said
+    assert f"rte/layers-1/kd/seed44 waits for {held.key}, which another process is running: skipped" in said
+    assert f"waiting for 1 unit(s) another process is running ({held.key}) before the 1 that wait" in said
+    recs = read_results(out)
+    assert held.key in recs and recs["rte/layers-1/kd/seed44"]["kind"] == "student"  # the waiting seed ran
+    assert "skipped because another process" not in said and not (out / "failures.jsonl").exists()
+    # all that is left is what tuning changed for the seeds the untuned grid had run (--rerun-stale reruns them)
+    assert left == len(stale_units(grid, recs))
+    assert "skipped because another process" not in said  # nothing was left behind
