@@ -102,7 +102,9 @@ def main() -> None:
         torch.manual_seed(cfg.seed)
         return build_student(cfg.student, teacher, task).model
 
-    tokenizer = build_student(cfg.student, teacher, task).tokenizer
+    if cfg.student.split(":")[0] not in ("layers", "depth"):
+        raise SystemExit(f"{cfg.student}: token-level (layers:/depth:) students only; see scripts/term_gradients.py")
+    tokenizer = teacher.tokenizer  # a student cut from the teacher reads the teacher's tokens
     ds = api.load_tokenized(task, "train", tokenizer, cfg, 2 * args.examples)
     collate = Collator(tokenizer, is_regression=task.is_regression)
     parts = []
