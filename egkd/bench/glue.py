@@ -3,10 +3,11 @@
 Every (task, student, method, seed) is one *unit*, trained into its own run folder under ``OUT/runs`` and, once
 finished and evaluated, appended as one JSON line to ``OUT/results.jsonl`` (with its per-example dev predictions,
 so that :mod:`egkd.reports.glue` can bootstrap any comparison later). A unit whose key is in ``results.jsonl``
-is never run again; a unit that was interrupted resumes from its last checkpoint. So the grid can be run by
-several sessions in turn (``--max-hours`` stops starting new units after a time budget), and by hand as far as
-the machine allows. Several processes may share one results folder at once: each unit is run under a lock
-(:mod:`egkd.bench.locks`), and a process skips the units another one holds and the units that wait for them.
+is never run again (so its resume checkpoint is deleted); a unit that was interrupted resumes from its last
+checkpoint. So the grid can be run by several sessions in turn (``--max-hours`` stops starting new units after a
+time budget), and by hand as far as the machine allows. Several processes may share one results folder at once:
+each unit is run under a lock (:mod:`egkd.bench.locks`), and a process skips the units another one holds and the
+units that wait for them.
 
 Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teacher, then the tuning units
 (``--tune``), then seed by seed every student and method, so that one seed of every method is finished before
@@ -563,7 +564,17 @@ def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going
                 record_failure(grid.out, unit, e)
                 continue
             append_record(grid.out, record)
+            drop_checkpoint(grid, unit)
     return busy, False
+
+
+def drop_checkpoint(grid: Grid, unit: Unit) -> None:
+    """Delete a recorded unit's resume checkpoint: the unit is never trained again, and weights plus optimizer
+    state are 3x its model (a grid of 100 MiniLM-sized units kept 20 GB of them). An external teacher
+    (``--teachers``) is not the grid's to touch."""
+    if unit.student is None and unit.task in grid.teachers:
+        return
+    shutil.rmtree(unit.run_dir(grid.out) / "checkpoints", ignore_errors=True)
 
 
 def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: float | None, poll: float) -> bool:

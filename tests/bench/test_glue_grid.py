@@ -111,6 +111,8 @@ def test_grid_writes_one_record_per_unit(grid_out):
     run = out / student["run"]
     assert json.loads((run / "metrics.json").read_text())["accuracy"] == student["score"]
     assert (run / "model.safetensors").is_file()
+    # a recorded unit never trains again: its resume checkpoint is gone, the teacher's too
+    assert not (run / "checkpoints").exists() and not (out / "teachers" / "rte" / "checkpoints").exists()
     # the two seeds are two trainings (data order, dropout), not one run recorded twice
     w42, w43 = (load_tensors(out / recs[i]["run"] / "model.safetensors") for i in (1, 3))
     assert any(not torch.equal(w42[k], w43[k]) for k in w42)

@@ -98,7 +98,7 @@ def test_augmented_bilstm_learns_the_copies_from_the_teacher(tiny_teacher, glue_
                     "egkd", "--explainer", "gradient", "--augment", "2", "--data-dir", glue_dir, "--out", out,
                     *FLAGS) == 0
     shown = capsys.readouterr()
-    n_train = int(re.search(r"on sst2 \((\d+) train", shown.out + shown.err).group(1))
+    n_train = int(re.search(r"on\s+sst2\s+\((\d+)\s+train", shown.out + shown.err).group(1))
     assert 100 < n_train <= 300
     assert (out / "model.safetensors").is_file()
     assert cli_main("distill", "--teacher", tiny_teacher, "--student", "layers:1", "--method", "ft", "--augment",
