@@ -34,10 +34,7 @@ from egkd.explain.base import model_inputs
 from egkd.explain.student import student_gradient_map
 from egkd.losses.terms import kd_loss
 from egkd.models.students import build_student, load_classifier
-
-
-def norm(grads) -> float:
-    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+from egkd.training.loop import grad_norm
 
 
 def teacher_maps(teacher, batch):
@@ -63,8 +60,8 @@ def balance(student, batch, t_logits, target, tmap, alpha: float, temperature: f
             task_loss = (1 - alpha) * F.cross_entropy(logits, batch["labels"]) + alpha * kd_loss(
                 logits, t_logits, temperature)
         expl = alignment_loss(smap, tmap, unit_mask(batch))
-        g_task = norm(torch.autograd.grad(task_loss, params, retain_graph=True, allow_unused=True))
-        g_expl = norm(torch.autograd.grad(expl, params, allow_unused=True))
+        g_task = grad_norm(torch.autograd.grad(task_loss, params, retain_graph=True, allow_unused=True))
+        g_expl = grad_norm(torch.autograd.grad(expl, params, allow_unused=True))
         print(f"| {mode} | {task_loss.item():.3f} | {expl.item():.3f} | {g_task:.4f} | {g_expl:.4f} | "
               f"{g_expl / g_task:.1f}x |")
 

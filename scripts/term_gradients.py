@@ -22,11 +22,7 @@ from egkd.data.tasks import get_task
 from egkd.explain import to_words
 from egkd.losses.words import shared_words, word_mask
 from egkd.models.students import build_student, load_classifier
-from egkd.training.loop import forward, get_dataloaders
-
-
-def grad_norm(params) -> float:
-    return float(torch.sqrt(sum((p.grad**2).sum() for p in params if p.grad is not None)))
+from egkd.training.loop import forward, get_dataloaders, grad_norm
 
 
 def main(config: str, trained: str | None = None) -> None:
@@ -59,7 +55,8 @@ def main(config: str, trained: str | None = None) -> None:
             value = term(forward(model, batch, terms, None, caches, False, 1))
             value.backward()
             print(f"  {term.name:12s} loss {float(value.detach()):.4f}  weight {term.weight:.2f}  "
-                  f"grad norm {grad_norm(model.parameters()):.4f}  (embeddings {grad_norm(embeddings):.4f})")
+                  f"grad norm {grad_norm(p.grad for p in model.parameters()):.4f}  "
+                  f"(embeddings {grad_norm(p.grad for p in embeddings):.4f})")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from egkd.explain import alignment_loss, get_explainer, student_gradient_map, to
 from egkd.losses.explanation import GradientAlignment, PerturbationMatching, SelectionConsistency
 from egkd.losses.terms import KDLoss, StepOutputs, split_loss, total_loss
 from egkd.models.students import Built, load_classifier, scratch_bert
-from egkd.training.loop import balanced_backward, forward
+from egkd.training.loop import balanced_backward, forward, grad_norm
 
 TEACHER = "config:layers=2,hidden=64,heads=2"
 STUDENT = "config:layers=1,hidden=64,heads=2"  # random init: there is something to learn
@@ -649,6 +649,12 @@ def test_balanced_backward_caps_the_explanation_gradient_relative_to_the_task_gr
             got = p.grad if p.grad is not None else torch.zeros_like(p)
             torch.testing.assert_close(got, a + expected * b, rtol=1e-5, atol=1e-7)
     assert expected == 1.0  # a large ratio leaves the plain sum
+
+
+def test_grad_norm_is_the_global_l2_norm_and_skips_unreached_parameters():
+    grads = [torch.tensor([3.0, 0.0]), None, torch.tensor([[4.0]], dtype=torch.float16)]
+    assert grad_norm(grads) == pytest.approx(5.0)
+    assert grad_norm([None]) == 0.0 and grad_norm([]) == 0.0
 
 
 def test_explain_grad_ratio_is_checked():

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,11 @@ def train(
     return best, result
 
 
+def grad_norm(grads: Iterable[Tensor | None]) -> float:
+    """The global L2 norm of a set of gradients (``None`` for a parameter the loss does not reach)."""
+    return float(torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), torch.zeros(()))))
+
+
 def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_loss: Tensor, ratio: float) -> float:
     """Accumulate ``grad(task) + s * grad(explanation)`` into ``.grad``, ``s = min(1, ratio * |g_task| / |g_expl|)``.
 
@@ -276,10 +281,7 @@ def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_los
     g_task = torch.autograd.grad(task_loss, params, retain_graph=True, allow_unused=True)
     g_expl = torch.autograd.grad(explanation_loss, params, allow_unused=True)
 
-    def norm(grads: tuple[Tensor | None, ...]) -> float:
-        return float(torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), torch.zeros(()))))
-
-    n_task, n_expl = norm(g_task), norm(g_expl)
+    n_task, n_expl = grad_norm(g_task), grad_norm(g_expl)
     scale = min(1.0, ratio * n_task / n_expl) if n_expl > 0 else 1.0
     for p, a, b in zip(params, g_task, g_expl, strict=True):
         parts = [g for g in (a, None if b is None else scale * b) if g is not None]
