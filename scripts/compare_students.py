@@ -4,9 +4,9 @@ Usage: python scripts/compare_students.py RESULTS_DIR STUDENT_A STUDENT_B [--tas
 
 For each task and method, student A minus student B on the task's main metric, over the seeds both ran
 (examples resampled once per draw for every seed, as on the page), as a Markdown table. Students are named as
-in the run folders (``layers-0-2-5``). Example (docs/measurements.md section 8):
+on the page (``layers:0,2,5``). Example (docs/measurements.md section 8):
 
-    python scripts/compare_students.py results layers-0-2-5 layers-1-3-5 --tasks rte,mrpc --methods kd,egkd-gradient
+    python scripts/compare_students.py results layers:0,2,5 layers:1,3,5 --tasks rte,mrpc --methods kd,egkd-gradient
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ from pathlib import Path
 
 from egkd.bench.glue import read_results
 from egkd.data.tasks import get_task
-from egkd.reports.glue import DevLabels, versus
-
-
-def seed_records(records: dict, task: str, student: str, method: str) -> list[dict]:
-    """The seed units (not tuning tries) of one (task, student, method)."""
-    prefix = f"{task}/{student}/{method}/seed"
-    return [r for k, r in records.items() if k.startswith(prefix) and k.count("/") == 3]
+from egkd.reports.glue import DevLabels, groups_of, versus
 
 
 def main() -> None:
@@ -35,13 +29,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="GLUE folder (default: egkd's usual lookup)")
     args = parser.parse_args()
 
-    records, labels = read_results(Path(args.results)), DevLabels(args.data_dir)
+    _, groups = groups_of(read_results(Path(args.results)))  # the page's grouping: seed units, no tuning tries
+    labels = DevLabels(args.data_dir)
     print(f"| task | method | seeds | {args.student_a} − {args.student_b} [95% CI] |")
     print("|---|---|---|---|")
     for task in args.tasks.split(","):
         metric = get_task(task).main_metric
         for method in args.methods.split(","):
-            a, b = (seed_records(records, task, s, method) for s in (args.student_a, args.student_b))
+            a, b = (groups.get((task, s, method), []) for s in (args.student_a, args.student_b))
             diff = versus(a, b, metric, labels) if a and b else None
             cell = "no shared seeds" if diff is None else f"{diff.delta:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
             print(f"| {task} ({metric}) | {method} | {0 if diff is None else diff.n_seeds} | {cell} |")
