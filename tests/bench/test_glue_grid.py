@@ -366,4 +366,3 @@ def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out
     assert "skipped because another process" not in said and not (out / "failures.jsonl").exists()
     # all that is left is what tuning changed for the seeds the untuned grid had run (--rerun-stale reruns them)
     assert left == len(stale_units(grid, recs))
-    assert "skipped because another process" not in said  # nothing was left behind
