@@ -42,13 +42,14 @@ from egkd.models.vocab import same_tokenizer
 from egkd.paths import cache_root
 from egkd.reports.card import write_model_card
 from egkd.reports.console import console
+from egkd.training.checkpoint import CHECKPOINTS
 from egkd.training.loop import predict_logits, train
 from egkd.training.trackers import make_accelerator, process_state
 
 METHODS = ("ft", "kd", "pkd", "egkd", "adkd")
 FAMILIES = ("gradient", "perturbation", "selection")
 TARGETS = ("pred", "gold", "all")  # explanation targets: teacher's class, gold class, every class (multi-view)
-RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "model.safetensors")
+RUN_FILES = ("config.yaml", "metrics.json", CHECKPOINTS, "model.safetensors")
 
 
 # ----------------------------------------------------------------------------------------------- run folders

@@ -42,6 +42,7 @@ from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
 from egkd.reports.console import console
 from egkd.reports.tables import to_markdown
+from egkd.training.checkpoint import can_resume, checkpoint_dir
 
 TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -380,7 +381,7 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     elif external:
         raise EgkdError(f"--teachers gives {run} for {unit.task}, but it is not a finished run (no metrics.json)")
     else:
-        resume = (run / "checkpoints" / "last").is_dir()
+        resume = can_resume(run)
         opts = {**options, "out": str(run), "resume": resume, "overwrite": run.is_dir() and not resume}
         if unit.student is None:
             api.finetune(**opts)
@@ -494,8 +495,7 @@ def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     rows, stale = [], dict(stale_units(grid, done))
     for u in grid.units():
         rec = done.get(u.key)
-        state = "done" if rec else ("resumable" if (u.run_dir(grid.out) / "checkpoints" / "last").is_dir()
-                                    else "pending")
+        state = "done" if rec else ("resumable" if can_resume(u.run_dir(grid.out)) else "pending")
         if u.key in stale:
             state = f"stale ({', '.join(stale[u.key])}): --rerun-stale reruns it"
         elif not rec and running_elsewhere(grid.out, u):
@@ -574,7 +574,7 @@ def drop_checkpoint(grid: Grid, unit: Unit) -> None:
     (``--teachers``) is not the grid's to touch."""
     if unit.student is None and unit.task in grid.teachers:
         return
-    shutil.rmtree(unit.run_dir(grid.out) / "checkpoints", ignore_errors=True)
+    shutil.rmtree(checkpoint_dir(unit.run_dir(grid.out)), ignore_errors=True)
 
 
 def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: float | None, poll: float) -> bool:

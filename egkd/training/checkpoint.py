@@ -23,7 +23,18 @@ from safetensors.torch import load_file, save_file
 
 from egkd.errors import EgkdError
 
+CHECKPOINTS = "checkpoints"  # a run folder's resume checkpoints live in RUN/checkpoints/last
 LAST = "last"
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    """Where a run folder keeps its resume checkpoints (the loop writes them, the grid reads and deletes them)."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def can_resume(run_dir: Path) -> bool:
+    """Whether a run folder holds a complete checkpoint to resume from (a half-written one is never renamed in)."""
+    return (checkpoint_dir(run_dir) / LAST).is_dir()
 
 
 def rng_state() -> dict[str, Any]:

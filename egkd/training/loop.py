@@ -41,7 +41,7 @@ from egkd.explain.base import model_inputs
 from egkd.explain.student import student_gradient_map, student_gradient_maps_all_classes
 from egkd.losses.terms import LossTerm, StepOutputs, split_loss
 from egkd.reports.console import Bar, console
-from egkd.training.checkpoint import load_checkpoint, save_checkpoint
+from egkd.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
 from egkd.training.trackers import make_accelerator
 
 
@@ -158,7 +158,7 @@ def train(
     model, optimizer, train_dl, dev_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, dev_dl, scheduler)
     accelerator.gradient_accumulation_steps = cfg.grad_accum_steps
 
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = checkpoint_dir(out_dir)
     key = run_key(cfg)
     state: dict[str, Any] = {"key": key, "epoch": 0, "batch_in_epoch": 0, "step": 0,
                              "best_metric": None, "best_step": -1, "history": [], "train_seconds": 0.0}
