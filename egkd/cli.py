@@ -58,7 +58,7 @@ HELP = {
     "explainer": "egkd families, combined with '+': gradient | perturbation | selection",
     "explain_target": "class explained: pred (the teacher's prediction) | gold | all (multi-view: every class)",
     "teacher_explainer": "teacher map for gradient/selection: saliency | gxi | ig[:steps=8]",
-    "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps)",
+    "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps) | rank (Spearman-like)",
     "grad_fraction": "share of each batch given the double-backprop student map",
     "perturb_k": "occluded copies per example and step (each costs a forward+backward)",
     "rationale_budget": "share of units in the teacher's rationale (selection family)",

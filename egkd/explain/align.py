@@ -15,7 +15,7 @@ from egkd.errors import EgkdError
 from egkd.explain.base import normalize
 from egkd.explain.selection import top_r_rationale
 
-KINDS = ("mse", "cosine", "kl", "topk")
+KINDS = ("mse", "cosine", "kl", "topk", "rank")
 _NEG = -1e9  # finite stand-in for -inf: exp() gives exactly 0 without inf - inf = NaN in the KL
 
 
@@ -36,6 +36,13 @@ def alignment_loss(
       ``tau`` alone sets the sharpness).
     - ``'topk'``: AD-KD style, the ``'mse'`` terms restricted to the teacher's top ``ceil(k * n)``
       units by absolute value (a strongly negative unit matters as much as a positive one).
+    - ``'rank'``: a differentiable stand-in for the Spearman correlation that the evaluation reports,
+      ``2 - 2 * Pearson(student, ranks(teacher))`` over the units (the ``'mse'`` of the two maps, each
+      centred and normalized, after the teacher's map is replaced by its ranks). Gradient x input maps are
+      heavy-tailed, so the normalized ``'mse'`` is mostly about the teacher's few largest units; against
+      ranks every unit's place in the order counts, as in Spearman. The student's map itself cannot be
+      ranked differentiably, so it is matched linearly to the teacher's ranks; a student map that is any
+      increasing linear function of them scores 0. Ties in the teacher's map are broken by position.
 
     The teacher map is treated as a constant (``detach``): it comes from the frozen cache.
     """
@@ -50,6 +57,8 @@ def alignment_loss(
         return (s - t).pow(2).sum(-1).mean()
     if kind == "cosine":
         return (1 - (s * t).sum(-1)).mean()
+    if kind == "rank":
+        return (centred(student_map.to(dtype), mask) - centred(ranks(t, mask), mask)).pow(2).sum(-1).mean()
     if kind == "topk":
         top = top_r_rationale(t.abs(), mask, budget=k)
         return torch.where(top, (s - t).pow(2), torch.zeros_like(s)).sum(-1).mean()
@@ -59,3 +68,17 @@ def alignment_loss(
     log_p_s = (s / tau).masked_fill(~mask, _NEG).log_softmax(-1)
     terms = log_p_t.exp() * (log_p_t - log_p_s)
     return torch.where(mask, terms, torch.zeros_like(terms)).sum(-1).mean()
+
+
+def ranks(values: Tensor, mask: Tensor) -> Tensor:
+    """Each unit's rank (0 = smallest) among its row's ``mask`` units, as floats; 0 off the mask."""
+    keyed = values.masked_fill(~mask, float("inf"))  # units off the mask sort last and are zeroed below
+    order = keyed.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return torch.where(mask, order.to(values.dtype), torch.zeros_like(values))
+
+
+def centred(values: Tensor, mask: Tensor) -> Tensor:
+    """Subtract each row's mean over the ``mask`` units, then L2-normalize over them (Pearson's ingredients)."""
+    count = mask.sum(-1, keepdim=True).clamp_min(1)
+    mean = torch.where(mask, values, torch.zeros_like(values)).sum(-1, keepdim=True) / count
+    return normalize(values - mean, mask)
