@@ -134,6 +134,10 @@ def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> RunCo
         raise EgkdError(f"--alpha must lie in [0, 1], not {cfg.alpha}")
     if not 0.0 <= cfg.explain_warmup <= 1.0:
         raise EgkdError(f"--explain-warmup is a share of training in [0, 1], not {cfg.explain_warmup}")
+    from egkd.explain.align import KINDS  # here, not at the top: the config module stays torch-free
+
+    if cfg.align_loss not in KINDS:
+        raise EgkdError(f"--align-loss must be one of {', '.join(KINDS)}, not {cfg.align_loss!r}")
     if cfg.explain_grad_ratio < 0:
         raise EgkdError(f"--explain-grad-ratio must be >= 0 (0 turns it off), not {cfg.explain_grad_ratio}")
     if cfg.explain_grad_ratio and cfg.mixed_precision == "fp16":

@@ -56,7 +56,8 @@ def test_missing_yaml(tmp_path):
         build_config(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"alpha": 1.5}, {"mixed_precision": "fp8"}])
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"learning_rate": -1.0}, {"alpha": 1.5}, {"mixed_precision": "fp8"},
+                                 {"align_loss": "spearman"}])
 def test_invalid_values(bad):
     with pytest.raises(EgkdError):
         build_config(**bad)
@@ -68,3 +69,9 @@ def test_save_round_trip(tmp_path):
     again = build_config(tmp_path / "config.yaml")
     assert again == cfg
     assert again.log_with == ["csv", "tensorboard"]
+
+
+def test_an_unknown_alignment_loss_is_refused_before_training_and_names_the_known_ones():
+    with pytest.raises(EgkdError, match="--align-loss must be one of mse, cosine, kl, topk, rank, not 'l1'"):
+        build_config(align_loss="l1")
+    assert build_config(align_loss="rank").align_loss == "rank"
