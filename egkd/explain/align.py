@@ -58,7 +58,8 @@ def alignment_loss(
     if kind == "cosine":
         return (1 - (s * t).sum(-1)).mean()
     if kind == "rank":
-        return (centred(student_map.to(dtype), mask) - centred(ranks(t, mask), mask)).pow(2).sum(-1).mean()
+        # centring then normalizing ignores scale, so the normalized maps s and t serve as well as the raw ones
+        return (centred(s, mask) - centred(ranks(t, mask), mask)).pow(2).sum(-1).mean()
     if kind == "topk":
         top = top_r_rationale(t.abs(), mask, budget=k)
         return torch.where(top, (s - t).pow(2), torch.zeros_like(s)).sum(-1).mean()
