@@ -4,6 +4,8 @@
 # PLAN: one stage per line, "RESERVE bench-glue-arguments...": the stage starts no unit later than RESERVE
 # seconds before the deadline (so a unit is not killed half-way); blank lines and # comments are skipped.
 # Needs .gpu/ from scripts/device/prepare.sh, carried with the call (run's carry: [".gpu"]).
+# WORKERS=N (default 1) starts N processes on each stage: a 3-layer student is kernel-launch bound on one GPU, so
+# several processes sharing the results folder (egkd.bench.locks) keep it busier; each line is tagged [wN].
 PLAN=$1; BUDGET=$2; RES=${3:-/tmp/res}; T0=$(date +%s); OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 left() { echo $((T0 + BUDGET - $(date +%s))); }
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -19,9 +21,14 @@ while read -r reserve args; do
   [[ -z "$reserve" || "$reserve" == \#* ]] && continue
   l=$(left); [ "$l" -gt $((reserve + 20)) ] || break
   eval "set -- $args"
-  timeout $((l - 15)) python3 -c 'from egkd.cli import main; main()' bench glue --out "$RES" --data-dir .gpu/glue \
-    --teacher-model /tmp/minilm --max-hours "$(python3 -c "print(($l - $reserve) / 3600)")" "$@" 2>&1 \
-    | grep -v -E '^\s*$|it/s\]|s/it\]'
+  hours=$(python3 -c "print(($l - $reserve) / 3600)")
+  for w in $(seq 1 "${WORKERS:-1}"); do
+    timeout $((l - 15)) python3 -c 'from egkd.cli import main; main()' bench glue --out "$RES" --data-dir .gpu/glue \
+      --teacher-model /tmp/minilm --max-hours "$hours" "$@" 2>&1 \
+      | grep --line-buffered -v -E '^\s*$|it/s\]|s/it\]' | sed -u "s/^/[w$w] /" | tee -a "$OUT/log.txt" &
+    sleep 3  # the first takes the first teacher's lock; the next ones go on to other tasks' teachers
+  done
+  wait
 done < "$PLAN"
 cp "$RES"/results.jsonl "$RES"/grids.json "$RES"/failures.jsonl "$OUT"/ 2>/dev/null
 ls -la "$OUT"; echo "left: $(left) s"
