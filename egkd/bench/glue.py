@@ -374,7 +374,7 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     from egkd import api
 
     run = Path(grid.teacher_dir(unit.task)) if unit.student is None else unit.run_dir(grid.out)
-    finished = (run / "metrics.json").is_file() and (run / "model.safetensors").is_file()
+    finished = is_finished(run)
     external = unit.student is None and unit.task in grid.teachers
     if finished and not external:
         check_finished_run(run, options)
@@ -393,6 +393,34 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
         metrics = api.evaluate(run, explanations=True, max_explain_examples=grid.explain_examples, show=False,
                                max_examples=grid.max_eval_examples)
     return make_record(unit, run, grid.out, options, metrics)
+
+
+def is_finished(run: Path) -> bool:
+    return (run / "metrics.json").is_file() and (run / "model.safetensors").is_file()
+
+
+def teacher_gone(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> bool:
+    """A recorded teacher whose folder is missing: teachers (90 MB each) are not committed, so a session on a
+    fresh machine that goes on with a grid must train them again before their students can run."""
+    return (unit.student is None and unit.key in done and unit.task not in grid.teachers
+            and not is_finished(unit.run_dir(grid.out)))
+
+
+def check_rebuilt_teacher(grid: Grid, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Students of one task must all learn from one teacher: a rebuilt teacher is used only if it reproduces the
+    recorded one's dev predictions (same seed and settings on a CPU give the same weights); else it is set aside
+    (``stale/``) so that no later process distills from it."""
+    same = new["idx"] == old["idx"] and all(abs(a - b) <= 1e-4 for a, b in zip(new["predictions"], old["predictions"],
+                                                                                 strict=True))
+    if same:
+        return
+    run = grid.out / new["run"]
+    aside = grid.out / "stale" / f"{new['key']}-rebuilt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(run, aside)
+    raise EgkdError(f"{new['key']} was trained again (its folder was missing) but its dev predictions differ from the "
+                    f"recorded teacher's ({new['score']:.2f} vs {old['score']:.2f}; set aside in {aside}): pass the "
+                    "original teacher with --teachers, or start a new --out")
 
 
 def check_finished_run(run: Path, options: dict[str, Any]) -> None:
@@ -496,6 +524,8 @@ def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     for u in grid.units():
         rec = done.get(u.key)
         state = "done" if rec else ("resumable" if can_resume(u.run_dir(grid.out)) else "pending")
+        if teacher_gone(grid, done, u):
+            state = "done, folder missing: trained again and checked against its record"
         if u.key in stale:
             state = f"stale ({', '.join(stale[u.key])}): --rerun-stale reruns it"
         elif not rec and running_elsewhere(grid.out, u):
@@ -552,18 +582,23 @@ def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going
                 busy.add(unit.key)
                 continue
             done = read_results(grid.out)  # another process may have finished it meanwhile
-            if unit.key in done:
+            rebuild = teacher_gone(grid, done, unit)
+            if unit.key in done and not rebuild:
                 continue
-            console.rule(f"[{n}/{len(pending)}] {unit.key}")
+            console.rule(f"[{n}/{len(pending)}] {unit.key}" + (" (its folder is missing: trained again)" if rebuild
+                                                                else ""))
             try:
                 record = settle(grid, done, unit)
+                if rebuild:
+                    check_rebuilt_teacher(grid, done[unit.key], record)
             except Exception as e:  # one broken unit must not stop a grid that runs for hours
                 if not keep_going:
                     raise
                 failed.append(unit)
                 record_failure(grid.out, unit, e)
                 continue
-            append_record(grid.out, record)
+            if not rebuild:  # a rebuilt teacher that reproduces its record keeps that record
+                append_record(grid.out, record)
             drop_checkpoint(grid, unit)
     return busy, False
 
@@ -620,7 +655,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     record_grid(grid)
     deadline = None if max_hours is None else time.monotonic() + max_hours * 3600
     failed: list[Unit] = []
-    pending = [u for u in units if u.key not in done]
+    pending = [u for u in units if u.key not in done or teacher_gone(grid, done, u)]
     console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
                   f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
     while True:
@@ -628,7 +663,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
         if not busy or not wait or out_of_time or not wait_for_others(grid, units, busy, deadline, poll):
             break
         done = read_results(grid.out)
-        pending = [u for u in units if u.key not in done and u not in failed]
+        pending = [u for u in units if (u.key not in done or teacher_gone(grid, done, u)) and u not in failed]
     done = read_results(grid.out)  # with what other processes finished meanwhile
     if busy:
         console.print(f"[yellow]{len(busy)} unit(s) skipped because another process runs them or what they wait "
@@ -637,7 +672,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     if retune:  # tuning finished in this run and chose other settings for seeds that had run before it
         console.print(f"[yellow]tuning chose other settings for {len(retune)} finished unit(s) (e.g. {retune[0][0]});"
                       " rerun with --rerun-stale to train them with the tuned settings[/]")
-    left = sum(u.key not in done for u in units) + len(retune)
+    left = sum(u.key not in done or teacher_gone(grid, done, u) for u in units) + len(retune)
     console.print(f"{len(units) - left} of {len(units)} units done" + (f", {len(failed)} failed (see "
                   f"{grid.out / 'failures.jsonl'})" if failed else ""))
     return left

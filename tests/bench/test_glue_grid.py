@@ -366,3 +366,35 @@ def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out
     assert "skipped because another process" not in said and not (out / "failures.jsonl").exists()
     # all that is left is what tuning changed for the seeds the untuned grid had run (--rerun-stale reruns them)
     assert left == len(stale_units(grid, recs))
+
+
+def test_a_missing_teacher_is_trained_again_and_used_only_if_it_reproduces_its_record(grid_out, tmp_path, capsys):
+    """Teachers are not committed: a fresh machine that goes on with a grid trains them again, and its students
+    may learn from the new one only if it is the recorded teacher (same dev predictions)."""
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(grid_out[0], out)
+    args = [a if a != grid_out[0] else out for a in grid_out[1]]
+    before = (out / "results.jsonl").read_text()
+    shutil.rmtree(out / "teachers" / "rte")
+    capsys.readouterr()
+    assert cli_main(*args, "--dry-run") == 0
+    assert "| rte/teacher | teacher | done, folder missing: trained again" in "".join(capsys.readouterr())
+    assert cli_main(*args) == 0
+    assert (out / "teachers" / "rte" / "model.safetensors").is_file()
+    assert (out / "results.jsonl").read_text() == before  # reproduced: the old record stands, no second line
+    # a rebuilt teacher that differs (here: the record is made to differ) is set aside and refused
+    recs = list(read_results(out).values())
+    recs[0]["predictions"][0] = 1 - recs[0]["predictions"][0]
+    *recs, left = recs  # its last student left to run: it must not run
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    shutil.rmtree(out / "teachers" / "rte")
+    shutil.rmtree(out / left["run"])
+    assert cli_main(*args) == 0  # a grid that cannot go on says so and how many units are left; not an error
+    said = " ".join("".join(capsys.readouterr()).split())
+    assert "dev predictions differ from the recorded teacher's" in said and "3 of 5 units done, 1 failed" in said
+    assert "2 unit(s) left" in said
+    assert not (out / "teachers" / "rte").exists() and list((out / "stale").glob("rte/teacher-rebuilt-*"))
+    assert list(read_results(out)) == [r["key"] for r in recs]  # nothing recorded, the student not trained
+    assert not (out / left["run"]).exists()
