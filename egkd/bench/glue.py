@@ -408,9 +408,10 @@ def teacher_gone(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> boo
 
 def check_rebuilt_teacher(grid: Grid, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Students of one task must all learn from one teacher: a rebuilt teacher is used only if it reproduces the
-    recorded one's dev predictions (same seed and settings on a CPU give the same weights); else it is set aside
-    (``stale/``) so that no later process distills from it."""
-    same = new["idx"] == old["idx"] and all(abs(a - b) <= 1e-4 for a, b in zip(new["predictions"], old["predictions"],
+    recorded one's dev predictions (same seed and settings on a CPU); else it is set aside (``stale/``) so that
+    no later process distills from it. Labels must match exactly; a regression score may move by float32 noise
+    (STS-B rebuilt on this repo's CPUs: at most 2e-4 on the 0-5 scale, Pearson within 1e-5), so by 1e-3."""
+    same = new["idx"] == old["idx"] and all(abs(a - b) <= 1e-3 for a, b in zip(new["predictions"], old["predictions"],
                                                                                  strict=True))
     if same:
         return

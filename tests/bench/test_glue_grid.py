@@ -398,3 +398,19 @@ def test_a_missing_teacher_is_trained_again_and_used_only_if_it_reproduces_its_r
     assert not (out / "teachers" / "rte").exists() and list((out / "stale").glob("rte/teacher-rebuilt-*"))
     assert list(read_results(out)) == [r["key"] for r in recs]  # nothing recorded, the student not trained
     assert not (out / left["run"]).exists()
+
+
+def test_a_rebuilt_regression_teacher_may_differ_by_float_noise_only(tmp_path):
+    from types import SimpleNamespace
+
+    from egkd.bench.glue import check_rebuilt_teacher
+
+    grid = SimpleNamespace(out=tmp_path)
+    old = {"key": "stsb/teacher", "idx": [0, 1, 2], "predictions": [0.5, 2.25, 4.0], "score": 84.83}
+    noisy = {**old, "predictions": [0.5002, 2.2498, 4.0], "run": "teachers/stsb"}
+    check_rebuilt_teacher(grid, old, noisy)  # within float32 noise: used as it is
+    (tmp_path / "teachers" / "stsb").mkdir(parents=True)
+    other = {**noisy, "predictions": [0.5, 2.3, 4.0]}
+    with pytest.raises(EgkdError, match="dev predictions differ"):
+        check_rebuilt_teacher(grid, old, other)
+    assert not (tmp_path / "teachers" / "stsb").exists() and list((tmp_path / "stale").glob("stsb/teacher-rebuilt-*"))
