@@ -615,7 +615,10 @@ def drop_checkpoint(grid: Grid, unit: Unit) -> None:
 
 def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: float | None, poll: float) -> bool:
     """Sleep until a unit another process holds is let go (finished, or its process died: then this one resumes
-    it). Returns False when ``deadline`` comes first."""
+    it). Returns False when ``deadline`` comes first. Returns at once when a unit that this pass skipped has
+    finished meanwhile: what waited for it (a tuned method's seeds) can run now, not after the others."""
+    if busy & set(read_results(grid.out)):
+        return True
     held = [u for u in units if u.key in busy and running_elsewhere(grid.out, u)]
     if held:
         behind = len(busy) - len(held)

@@ -414,3 +414,20 @@ def test_a_rebuilt_regression_teacher_may_differ_by_float_noise_only(tmp_path):
     with pytest.raises(EgkdError, match="dev predictions differ"):
         check_rebuilt_teacher(grid, old, other)
     assert not (tmp_path / "teachers" / "stsb").exists() and list((tmp_path / "stale").glob("stsb/teacher-rebuilt-*"))
+
+
+def test_waiting_ends_at_once_when_a_skipped_unit_has_finished_meanwhile(grid_out, monkeypatch):
+    """A tuned method's seeds skipped while its tuning ran elsewhere must not wait for an unrelated unit that
+    another process still holds: a finished skipped unit starts the next pass at once."""
+    from egkd.bench import glue
+
+    out = grid_out[0]
+    grid = read_grids(out)[-1]
+    units = list(grid.units())
+    monkeypatch.setattr(glue, "running_elsewhere", lambda out, unit: unit.key == units[-1].key)  # still held
+    monkeypatch.setattr(glue.time, "sleep", lambda s: pytest.fail("waited although a skipped unit had finished"))
+    assert glue.wait_for_others(grid, units, {units[1].key, units[-1].key}, None, poll=30) is True
+    # with nothing finished, it waits for the held one (here: until the deadline has passed)
+    monkeypatch.setattr(glue, "read_results", lambda out: {})
+    monkeypatch.setattr(glue.time, "sleep", lambda s: None)
+    assert glue.wait_for_others(grid, units, {units[1].key, units[-1].key}, 0.0, poll=30) is False
