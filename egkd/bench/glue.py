@@ -406,6 +406,11 @@ def teacher_gone(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> boo
             and not is_finished(unit.run_dir(grid.out)))
 
 
+def unfinished(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> bool:
+    """Whether ``unit`` is left to run: not recorded, or a recorded teacher whose folder is gone."""
+    return unit.key not in done or teacher_gone(grid, done, unit)
+
+
 def check_rebuilt_teacher(grid: Grid, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Students of one task must all learn from one teacher: a rebuilt teacher is used only if it reproduces the
     recorded one's dev predictions (same seed and settings on a CPU); else it is set aside (``stale/``) so that
@@ -583,9 +588,9 @@ def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going
                 busy.add(unit.key)
                 continue
             done = read_results(grid.out)  # another process may have finished it meanwhile
-            rebuild = teacher_gone(grid, done, unit)
-            if unit.key in done and not rebuild:
+            if not unfinished(grid, done, unit):
                 continue
+            rebuild = unit.key in done  # only a teacher whose folder is gone runs again once recorded
             console.rule(f"[{n}/{len(pending)}] {unit.key}" + (" (its folder is missing: trained again)" if rebuild
                                                                 else ""))
             try:
@@ -659,7 +664,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     record_grid(grid)
     deadline = None if max_hours is None else time.monotonic() + max_hours * 3600
     failed: list[Unit] = []
-    pending = [u for u in units if u.key not in done or teacher_gone(grid, done, u)]
+    pending = [u for u in units if unfinished(grid, done, u)]
     console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
                   f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
     while True:
@@ -667,7 +672,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
         if not busy or not wait or out_of_time or not wait_for_others(grid, units, busy, deadline, poll):
             break
         done = read_results(grid.out)
-        pending = [u for u in units if (u.key not in done or teacher_gone(grid, done, u)) and u not in failed]
+        pending = [u for u in units if unfinished(grid, done, u) and u not in failed]
     done = read_results(grid.out)  # with what other processes finished meanwhile
     if busy:
         console.print(f"[yellow]{len(busy)} unit(s) skipped because another process runs them or what they wait "
@@ -676,7 +681,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     if retune:  # tuning finished in this run and chose other settings for seeds that had run before it
         console.print(f"[yellow]tuning chose other settings for {len(retune)} finished unit(s) (e.g. {retune[0][0]});"
                       " rerun with --rerun-stale to train them with the tuned settings[/]")
-    left = sum(u.key not in done or teacher_gone(grid, done, u) for u in units) + len(retune)
+    left = sum(unfinished(grid, done, u) for u in units) + len(retune)
     console.print(f"{len(units) - left} of {len(units)} units done" + (f", {len(failed)} failed (see "
                   f"{grid.out / 'failures.jsonl'})" if failed else ""))
     return left
