@@ -337,9 +337,11 @@ def bench_glue(
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
                 max_seq_length=max_seq_length, max_eval_examples=max_eval_examples)
-    left = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)
+    left, failed = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)
     if not dry_run:
         print(f"{left} unit(s) left; render with: egkd report {out} --out docs/results.md")
+    if failed:  # the grid went on with the other units; a script or CI calling it must still see the failure
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -638,8 +638,8 @@ def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: flo
 
 
 def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True,
-             rerun_stale: bool = False, wait: bool = True, poll: float = 30.0) -> int:
-    """Run every unfinished unit in order; returns how many units are still unfinished.
+             rerun_stale: bool = False, wait: bool = True, poll: float = 30.0) -> tuple[int, int]:
+    """Run every unfinished unit in order; returns how many units are still unfinished and how many failed here.
 
     Finished units whose settings differ from what the grid runs now (its defaults changed) are refused, or,
     with ``rerun_stale``, set aside (kept in ``stale.jsonl``) and run again. Units another process sharing
@@ -652,7 +652,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     units = list(grid.units())
     if dry_run:
         console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
-        return sum(u.key not in done for u in units)
+        return sum(unfinished(grid, done, u) for u in units), 0
     stale = stale_units(grid, done)
     if stale and rerun_stale:
         drop_stale(grid, stale)
@@ -684,4 +684,4 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     left = sum(unfinished(grid, done, u) for u in units) + len(retune)
     console.print(f"{len(units) - left} of {len(units)} units done" + (f", {len(failed)} failed (see "
                   f"{grid.out / 'failures.jsonl'})" if failed else ""))
-    return left
+    return left, len(failed)

@@ -355,7 +355,7 @@ def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out
     assert taken.wait(10)
     monkeypatch.setattr(time, "sleep", nap)
     capsys.readouterr()
-    left = run_grid(grid, rerun_stale=True, poll=0.2)
+    left, failed = run_grid(grid, rerun_stale=True, poll=0.2)
     said = " ".join("".join(capsys.readouterr()).split())
     assert naps == [0.2]  # it waited (one poll), then went on
     assert f"{held.key} is being run by another process: skipped" in said
@@ -365,7 +365,7 @@ def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out
     assert held.key in recs and recs["rte/layers-1/kd/seed44"]["kind"] == "student"  # the waiting seed ran
     assert "skipped because another process" not in said and not (out / "failures.jsonl").exists()
     # all that is left is what tuning changed for the seeds the untuned grid had run (--rerun-stale reruns them)
-    assert left == len(stale_units(grid, recs))
+    assert (left, failed) == (len(stale_units(grid, recs)), 0)
 
 
 def test_a_missing_teacher_is_trained_again_and_used_only_if_it_reproduces_its_record(grid_out, tmp_path, capsys):
@@ -391,7 +391,7 @@ def test_a_missing_teacher_is_trained_again_and_used_only_if_it_reproduces_its_r
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     shutil.rmtree(out / "teachers" / "rte")
     shutil.rmtree(out / left["run"])
-    assert cli_main(*args) == 0  # a grid that cannot go on says so and how many units are left; not an error
+    assert cli_main(*args) == 1  # the grid says what failed and how many units are left, and exits 1
     said = " ".join("".join(capsys.readouterr()).split())
     assert "dev predictions differ from the recorded teacher's" in said and "3 of 5 units done, 1 failed" in said
     assert "2 unit(s) left" in said
