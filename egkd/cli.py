@@ -306,6 +306,9 @@ def bench_glue(
     max_train_examples: Annotated[int | None, typer.Option(help="cap every task's training set (quick trials)")]
     = None,
     epochs: Annotated[float | None, typer.Option(help="override every run's epochs (quick trials)")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="every student's peak learning rate (default: 1e-4, "
+                                                             "1e-3 from scratch; ft's tuning tries set their own)")]
+    = None,
     explain_examples: Annotated[int, typer.Option(help="dev examples for consistency and faithfulness")] = 200,
     teacher_model: Annotated[str, typer.Option(help="model every task's teacher is fine-tuned from")]
     = "sentence-transformers/all-MiniLM-L6-v2",
@@ -336,7 +339,7 @@ def bench_glue(
                 students=split_students(students), seeds={t: per_task.get(t, default) for t in task_list},
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
-                max_seq_length=max_seq_length, max_eval_examples=max_eval_examples)
+                max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate)
     left, failed = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)
     if not dry_run:
         print(f"{left} unit(s) left; render with: egkd report {out} --out docs/results.md")

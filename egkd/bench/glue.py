@@ -156,7 +156,7 @@ def teacher_unit(task: str) -> Unit:
 
 # what defines a grid (kept in grids.json); data_dir and teachers only say where things are
 GRID_FIELDS = ("tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
-               "max_eval_examples", "explain_examples", "teacher_model")
+               "max_eval_examples", "explain_examples", "teacher_model", "learning_rate")
 
 
 @dataclass
@@ -177,6 +177,7 @@ class Grid:
     max_seq_length: int | None = None  # override the task's length (quick trials)
     max_eval_examples: int | None = None  # first N dev examples only (quick trials; tests)
     teacher_model: str = TEACHER_MODEL
+    learning_rate: float | None = None  # every student's (the teacher's stays 5e-5); ft's tuning tries set their own
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_PLAN]
@@ -217,6 +218,8 @@ class Grid:
         opts.update(teacher=self.teacher_dir(unit.task), student=unit.student,
                     epochs=self.epochs or plan["student_epochs"], alpha=0.9, temperature=2.0,
                     **student_options(unit.student, unit.method), **METHOD_OPTIONS[unit.method])
+        if self.learning_rate:
+            opts["learning_rate"] = self.learning_rate
         if unit.setting is not None:
             setting = TUNING_GRID[unit.method][unit.setting]
         opts.update(setting or {})
@@ -236,7 +239,8 @@ class Grid:
     def command(self) -> str:
         """The ``egkd bench glue`` command line that (re)runs this grid."""
         seeds = ",".join(f"{t}={n}" for t, n in self.seeds.items())
-        extra = {"--max-train-examples": self.max_train_examples, "--epochs": self.epochs,
+        extra = {"--learning-rate": self.learning_rate,
+                 "--max-train-examples": self.max_train_examples, "--epochs": self.epochs,
                  "--max-seq-length": self.max_seq_length, "--max-eval-examples": self.max_eval_examples}
         line = (f"egkd bench glue --tasks {','.join(self.tasks)} --methods {','.join(self.methods)} "
                 f"--students '{';'.join(self.students)}' --seeds {seeds}" + (" --tune" if self.tune else ""))

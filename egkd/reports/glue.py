@@ -412,7 +412,10 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
              "- Students: " + ", ".join(f"`{k}`" for k in sorted({r['student'] for r in records.values()
                                                                   if r['student']}))
              + ". Every method trains with the same optimiser, epochs (4; 3 for CoLA and SST-2), lr (1e-4 for "
-             "transformer students, 1e-3 for BiLSTM/CNN), batch 32, KD weight alpha 0.9 and T 2; the method "
+             "transformer students, 1e-3 for BiLSTM/CNN" + "".join(
+                 f"; {lr:g} for every student of the grids run with `--learning-rate {lr:g}`"
+                 for lr in sorted({g.learning_rate for g in grids if g.learning_rate}))
+             + "), batch 32, KD weight alpha 0.9 and T 2; the method "
              "adds its own terms at egkd's defaults (`egkd distill --help`); for the randomly initialised "
              "BiLSTM/CNN the explanation terms' gradient is capped at the gold+KD gradient's norm "
              "(`--explain-grad-ratio 1`), and the perturbation cache occludes 16 sampled units per example.",

@@ -18,6 +18,7 @@ from egkd.bench.glue import (
     recorded,
     split_students,
     stale_units,
+    teacher_unit,
     unit_lock,
 )
 from egkd.errors import EgkdError
@@ -74,6 +75,14 @@ def test_grid_order_and_settings(tmp_path):
     egkd, kd = (small.options(Unit("rte", "bilstm", m, 42)) for m in ("egkd-gradient", "kd"))
     assert (egkd["learning_rate"], egkd["explain_grad_ratio"]) == (1e-3, 1.0) and "explain_grad_ratio" not in kd
     assert "explain_grad_ratio" not in grid.options(Unit("rte", "layers:1,3,5", "egkd-gradient", 42))
+    # --learning-rate: every student's, not the teacher's; ft's tuning tries keep theirs; the command says it
+    fast = Grid(out=tmp_path, tasks=["rte"], methods=["kd", "ft"], students=["layers:1,3,5", "bilstm"], seeds={},
+                tune=True, learning_rate=3e-4)
+    assert [fast.options(Unit("rte", s, "kd", 42))["learning_rate"] for s in fast.students] == [3e-4, 3e-4]
+    assert fast.options(Unit("rte", "layers:1,3,5", "ft", 42, setting=0))["learning_rate"] == 5e-5
+    assert fast.options(teacher_unit("rte"))["learning_rate"] == 5e-5
+    assert " --learning-rate 0.0003 " in fast.command()
+    assert Grid.from_description(tmp_path, fast.describe()).learning_rate == 3e-4
 
 
 def test_an_option_missing_from_an_older_record_counts_as_its_default():
@@ -431,3 +440,19 @@ def test_waiting_ends_at_once_when_a_skipped_unit_has_finished_meanwhile(grid_ou
     monkeypatch.setattr(glue, "read_results", lambda out: {})
     monkeypatch.setattr(glue.time, "sleep", lambda s: None)
     assert glue.wait_for_others(grid, units, {units[1].key, units[-1].key}, 0.0, poll=30) is False
+
+
+def test_protocol_states_the_learning_rate_a_grid_was_run_with(tmp_path):
+    from egkd.bench.glue import record_grid
+    from egkd.reports.glue import protocol
+
+    def grid(**kw):
+        return Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1,3,5"], seeds={"rte": 1}, **kw)
+
+    record_grid(grid())
+    assert "--learning-rate" not in protocol([tmp_path], {})
+    record_grid(grid(learning_rate=2e-4))
+    text = protocol([tmp_path], {})
+    assert "lr (1e-4 for transformer students, 1e-3 for BiLSTM/CNN; 0.0002 for every student of the grids run with " \
+           "`--learning-rate 0.0002`)" in text
+    assert "--seeds rte=1 --learning-rate 0.0002 --out" in text  # and the grid's own line says which
