@@ -380,10 +380,12 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     run = Path(grid.teacher_dir(unit.task)) if unit.student is None else unit.run_dir(grid.out)
     finished = is_finished(run)
     external = unit.student is None and unit.task in grid.teachers
-    if finished and not external:
+    if external:  # used as it is: it was not trained with this grid's settings, so they are not checked
+        if not finished:
+            raise EgkdError(f"--teachers gives {run} for {unit.task}, but it is not a finished run (no metrics.json "
+                            "or model.safetensors): give the folder `egkd finetune --out` wrote")
+    elif finished:
         check_finished_run(run, options)
-    elif external:
-        raise EgkdError(f"--teachers gives {run} for {unit.task}, but it is not a finished run (no metrics.json)")
     else:
         resume = can_resume(run)
         opts = {**options, "out": str(run), "resume": resume, "overwrite": run.is_dir() and not resume}

@@ -456,3 +456,24 @@ def test_protocol_states_the_learning_rate_a_grid_was_run_with(tmp_path):
     assert "lr (1e-4 for transformer students, 1e-3 for BiLSTM/CNN; 0.0002 for every student of the grids run with " \
            "`--learning-rate 0.0002`)" in text
     assert "--seeds rte=1 --learning-rate 0.0002 --out" in text  # and the grid's own line says which
+
+
+def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, capsys):
+    """`--teachers task=DIR`: a second grid (e.g. another learning rate) shares the first grid's teacher."""
+    first, args = grid_out
+    teacher = first / "teachers" / "rte"
+    stamp = (teacher / "model.safetensors").stat().st_mtime_ns
+    out = tmp_path / "other"
+    base = [a if a != first else out for a in args]
+    base[base.index("--methods") + 1], base[base.index("--seeds") + 1] = "kd", "1"
+    assert cli_main(*base, "--teachers", f"rte={teacher}") == 0
+    recs = read_results(out)
+    assert list(recs) == ["rte/teacher", "rte/layers-1/kd/seed42"]
+    assert recs["rte/teacher"]["predictions"] == read_results(first)["rte/teacher"]["predictions"]
+    assert not (out / "teachers").exists() and (teacher / "model.safetensors").stat().st_mtime_ns == stamp
+    # a folder that is not a finished run is refused in one line, and nothing learns from it
+    capsys.readouterr()
+    assert cli_main(*base, "--teachers", f"rte={tmp_path}", "--out", tmp_path / "third") == 1
+    said = " ".join("".join(capsys.readouterr()).split())
+    assert f"--teachers gives {tmp_path} for rte, but it is not a finished run" in said
+    assert not read_results(tmp_path / "third")
