@@ -189,6 +189,8 @@ class Grid:
             raise EgkdError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_OPTIONS)}")
         if not self.students:
             raise EgkdError("--students is empty: give at least one, e.g. layers:1,3,5")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise EgkdError(f"--learning-rate must be positive, got {self.learning_rate:g}")
         self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
 
     def units(self) -> Iterator[Unit]:
@@ -218,7 +220,7 @@ class Grid:
         opts.update(teacher=self.teacher_dir(unit.task), student=unit.student,
                     epochs=self.epochs or plan["student_epochs"], alpha=0.9, temperature=2.0,
                     **student_options(unit.student, unit.method), **METHOD_OPTIONS[unit.method])
-        if self.learning_rate:
+        if self.learning_rate is not None:
             opts["learning_rate"] = self.learning_rate
         if unit.setting is not None:
             setting = TUNING_GRID[unit.method][unit.setting]

@@ -226,8 +226,10 @@ def test_report_merges_folders_and_refuses_a_unit_in_two(grid_out, glue_dir, tmp
 def test_bad_grid_flags_are_one_line_errors(tmp_path, capsys):
     assert cli_main("bench", "glue", "--tasks", "rte,qqq", "--dry-run", "--out", tmp_path) == 2
     assert cli_main("bench", "glue", "--seeds", "rte=0", "--dry-run", "--out", tmp_path) == 2
+    assert cli_main("bench", "glue", "--learning-rate", "0", "--dry-run", "--out", tmp_path) == 2
     err = capsys.readouterr().err
     assert "unknown task(s) qqq" in err and "--seeds takes N or task=N with N >= 1" in err
+    assert "--learning-rate must be positive, got 0" in err
     assert "Traceback" not in err
     assert cli_main("report", tmp_path) == 2  # nothing finished there yet
 
