@@ -465,17 +465,21 @@ def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, caps
     first, args = grid_out
     teacher = first / "teachers" / "rte"
     stamp = (teacher / "model.safetensors").stat().st_mtime_ns
+
+    def into(out):  # the first grid's flags, one method and one seed, into another folder
+        base = [a if a != first else out for a in args]
+        base[base.index("--methods") + 1], base[base.index("--seeds") + 1] = "kd", "1"
+        return base
+
     out = tmp_path / "other"
-    base = [a if a != first else out for a in args]
-    base[base.index("--methods") + 1], base[base.index("--seeds") + 1] = "kd", "1"
-    assert cli_main(*base, "--teachers", f"rte={teacher}") == 0
+    assert cli_main(*into(out), "--teachers", f"rte={teacher}") == 0
     recs = read_results(out)
     assert list(recs) == ["rte/teacher", "rte/layers-1/kd/seed42"]
     assert recs["rte/teacher"]["predictions"] == read_results(first)["rte/teacher"]["predictions"]
     assert not (out / "teachers").exists() and (teacher / "model.safetensors").stat().st_mtime_ns == stamp
     # a folder that is not a finished run is refused in one line, and nothing learns from it
     capsys.readouterr()
-    assert cli_main(*base, "--teachers", f"rte={tmp_path}", "--out", tmp_path / "third") == 1
+    assert cli_main(*into(tmp_path / "third"), "--teachers", f"rte={tmp_path}") == 1
     said = " ".join("".join(capsys.readouterr()).split())
     assert f"--teachers gives {tmp_path} for rte, but it is not a finished run" in said
     assert not read_results(tmp_path / "third")
