@@ -14,8 +14,9 @@ Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teac
 the next seed starts and a partial grid still compares all methods.
 
 Tuning protocol (``--tune``): on the first seed, each method tries the same number of settings (the
-:data:`TUNING_GRID`: the weight of its own extra term, or the KD temperature, or the learning rate for gold-label
-fine-tuning); the setting with the best dev score is fixed for every seed of that (task, student, method). Dev is
+:data:`TUNING_GRID`: the weight of its own extra term, or the KD temperature (on a regression task, where the
+temperature does not enter, KD's weight alpha), or the learning rate for gold-label fine-tuning); the setting
+with the best dev score is fixed for every seed of that (task, student, method). Dev is
 also where results are reported, so tuned numbers are optimistic for every method alike.
 """
 
@@ -80,6 +81,19 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
     "egkd-selection": [{"select_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-all": [{"grad_weight": w, "perturb_weight": w, "select_weight": w} for w in (0.3, 1.0, 3.0)],
 }
+
+
+# On a regression task KD's loss is an MSE between outputs (egkd.losses.terms.kd_loss): the temperature does not
+# enter it, so three temperatures would be one run three times and KD would get no tuning at all. There KD tries
+# the weight of its term against the gold-label term instead (alpha; the default 0.9 in the middle).
+REGRESSION_KD_GRID: list[dict[str, Any]] = [{"alpha": a} for a in (0.5, 0.9, 1.0)]
+
+
+def tuning_grid(task: str, method: str) -> list[dict[str, Any]]:
+    """The ``--tune`` settings of ``method`` on ``task`` (the same number, three, for every method)."""
+    if method == "kd" and get_task(task).is_regression:
+        return REGRESSION_KD_GRID
+    return TUNING_GRID[method]
 
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
@@ -200,7 +214,7 @@ class Grid:
             if self.tune:
                 for student in self.students:
                     for method in self.methods:
-                        for i in range(len(TUNING_GRID[method])):
+                        for i in range(len(tuning_grid(task, method))):
                             yield Unit(task, student, method, FIRST_SEED, setting=i)
             for s in range(self.seeds.get(task, 1)):
                 for student in self.students:
@@ -223,7 +237,7 @@ class Grid:
         if self.learning_rate is not None:
             opts["learning_rate"] = self.learning_rate
         if unit.setting is not None:
-            setting = TUNING_GRID[unit.method][unit.setting]
+            setting = tuning_grid(unit.task, unit.method)[unit.setting]
         opts.update(setting or {})
         return opts
 
@@ -360,13 +374,13 @@ def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> 
     tries = [done.get(t.key) for t in tuning_tries(unit)]
     if any(t is None for t in tries):
         raise EgkdError(f"tuning of {unit.key} is not finished")
-    return TUNING_GRID[unit.method][best_try(tries)["setting"]]  # type: ignore[arg-type]
+    return tuning_grid(unit.task, unit.method)[best_try(tries)["setting"]]  # type: ignore[arg-type]
 
 
 def tuning_tries(unit: Unit) -> list[Unit]:
     """The first-seed tuning units whose best score decides ``unit``'s setting, in grid order."""
     return [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i)
-            for i in range(len(TUNING_GRID[unit.method]))]
+            for i in range(len(tuning_grid(unit.task, unit.method)))]
 
 
 def best_try(tries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -513,7 +527,7 @@ def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
     the tuning budget saved, and the first seed free when the default wins)."""
     if unit.student is None or unit.seed != FIRST_SEED:
         return None
-    settings = [None, *range(len(TUNING_GRID[unit.method]))] if grid.tune else [None]
+    settings = [None, *range(len(tuning_grid(unit.task, unit.method)))] if grid.tune else [None]
     for setting in settings:
         rec = done.get(Unit(unit.task, unit.student, unit.method, unit.seed, setting).key)
         if setting != unit.setting and rec is not None and not differing(options, rec["options"]):

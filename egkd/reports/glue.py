@@ -334,7 +334,7 @@ def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
     chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
-    from egkd.bench.glue import TUNING_GRID, best_try, differing
+    from egkd.bench.glue import best_try, differing, tuning_grid
 
     tries: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records.values():
@@ -343,7 +343,7 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
     rows = []
     for (task, student, method), by_setting in sorted(tries.items(), key=lambda kv: (list(TASK_PLAN).index(
             kv[0][0]), kv[0][1], kv[0][2])):
-        grid = TUNING_GRID[method]
+        grid = tuning_grid(task, method)
         done = [by_setting[i] for i in sorted(by_setting)]
         best = best_try(done)["setting"] if len(done) == len(grid) else None
         cells = []
@@ -400,7 +400,7 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
 
 def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
     """How the numbers were made, and how much of the planned grids (of every folder) they cover."""
-    from egkd.bench.glue import FIRST_SEED, TUNING_GRID, read_grids
+    from egkd.bench.glue import FIRST_SEED, REGRESSION_KD_GRID, TUNING_GRID, read_grids
 
     folders = {root: read_grids(root) for root in roots}
     grids = [g for gs in folders.values() for g in gs]
@@ -432,6 +432,9 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
                      + "): on the first seed each method tried the same number of settings ("
                      + "; ".join(f"{m}: " + ", ".join(",".join(f"{k}={v}" for k, v in t.items())
                                                       for t in TUNING_GRID[m]) for m in tuned)
+                     + ("; kd on a regression task, where the temperature does not enter its MSE: "
+                        + ", ".join(f"alpha={t['alpha']}" for t in REGRESSION_KD_GRID)
+                        if "kd" in tuned and any(get_task(t).is_regression for t in tuned_tasks) else "")
                      + "); the best dev score was fixed for the other seeds (the Tuning table says how many "
                      "have run at it).")
     else:

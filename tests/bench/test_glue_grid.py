@@ -12,6 +12,7 @@ from egkd.bench.glue import (
     Grid,
     Unit,
     check_finished_run,
+    chosen_settings,
     prerequisites,
     read_grids,
     read_results,
@@ -19,6 +20,7 @@ from egkd.bench.glue import (
     split_students,
     stale_units,
     teacher_unit,
+    tuning_tries,
     unit_lock,
 )
 from egkd.errors import EgkdError
@@ -83,6 +85,24 @@ def test_grid_order_and_settings(tmp_path):
     assert fast.options(teacher_unit("rte"))["learning_rate"] == 5e-5
     assert " --learning-rate 0.0003 " in fast.command()
     assert Grid.from_description(tmp_path, fast.describe()).learning_rate == 3e-4
+
+
+def test_kd_tunes_alpha_on_a_regression_task(tmp_path):
+    """Regression KD is an MSE between outputs, which no temperature enters: its three tries must differ there."""
+    grid = Grid(out=tmp_path, tasks=["stsb", "rte"], methods=["kd", "egkd-gradient"], students=["layers:1,3,5"],
+                seeds={}, tune=True)
+    tries = {task: [grid.options(Unit(task, "layers:1,3,5", "kd", 42, setting=i)) for i in range(3)]
+             for task in ("stsb", "rte")}
+    assert [(o["alpha"], o["temperature"]) for o in tries["stsb"]] == [(0.5, 2.0), (0.9, 2.0), (1.0, 2.0)]
+    assert [(o["alpha"], o["temperature"]) for o in tries["rte"]] == [(0.9, 1.0), (0.9, 2.0), (0.9, 4.0)]
+    # the other methods tune their own weight on either kind of task
+    assert [grid.options(Unit("stsb", "layers:1,3,5", "egkd-gradient", 42, setting=i))["grad_weight"]
+            for i in range(3)] == [0.3, 1.0, 3.0]
+    assert sum(u.setting is not None for u in grid.units()) == 12
+    # and the seeds follow the best try's alpha
+    done = {u.key: {"setting": u.setting, "score": 80.0 + (u.setting == 2), "key": u.key}
+            for u in tuning_tries(Unit("stsb", "layers:1,3,5", "kd", 43))}
+    assert chosen_settings(grid, done, Unit("stsb", "layers:1,3,5", "kd", 43)) == {"alpha": 1.0}
 
 
 def test_an_option_missing_from_an_older_record_counts_as_its_default():
