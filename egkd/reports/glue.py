@@ -344,12 +344,14 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
     for (task, student, method), by_setting in sorted(tries.items(), key=lambda kv: (list(TASK_PLAN).index(
             kv[0][0]), kv[0][1], kv[0][2])):
         grid = tuning_grid(task, method)
-        done = [by_setting[i] for i in sorted(by_setting)]
-        best = best_try(done)["setting"] if len(done) == len(grid) else None
+        # a try recorded with other settings than the grid's now (the grid changed) is not that setting's try
+        current = {i: r for i, r in by_setting.items() if i < len(grid) and not differing(grid[i], r["options"])}
+        best = best_try(list(current.values()))["setting"] if len(current) == len(grid) else None
         cells = []
         for i, setting in enumerate(grid):
             name = ", ".join(f"{k}={v}" for k, v in setting.items())
-            cell = f"{name}: " + (_fmt(by_setting[i]["score"]) if i in by_setting else "not run")
+            cell = f"{name}: " + (_fmt(current[i]["score"]) if i in current else "not run"
+                                  + (" (stale try)" if i in by_setting else ""))
             cells.append(f"**{cell}**" if i == best else cell)
         seeds = [r for r in records.values() if r["kind"] == "student" and (r["task"], r["student"], r["method"])
                  == (task, student, method)]

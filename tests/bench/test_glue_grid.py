@@ -319,6 +319,12 @@ def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
     del records["rte/layers-1/kd/seed42/tune2"]  # a try missing: nothing chosen yet
     assert tuning_rows(records)[1][0][3:] == ["temperature=1.0: 55.00; temperature=2.0: 54.00; temperature=4.0: "
                                               "not run", "-"]
+    # on a regression task KD's tries are alphas now: tries recorded at other temperatures are stale, not alphas
+    stsb = {k.replace("rte", "stsb"): {**r, "key": r["key"].replace("rte", "stsb"), "task": "stsb",
+                                       "options": {"temperature": r["options"]["temperature"], "alpha": 0.9}}
+            for k, r in records.items()}
+    assert tuning_rows(stsb)[1][0][3:] == ["alpha=0.5: not run (stale try); alpha=0.9: 54.00; alpha=1.0: not run",
+                                           "-"]
 
 
 def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out, tmp_path, capsys):
