@@ -6,7 +6,13 @@
 # Needs .gpu/ from scripts/device/prepare.sh, carried with the call (run's carry: [".gpu"]).
 # WORKERS=N (default 1) starts N processes on each stage: a 3-layer student is kernel-launch bound on one GPU, so
 # several processes sharing the results folder (egkd.bench.locks) keep it busier; each line is tagged [wN].
+# RESUME=FOLDER (a results folder of the repo, e.g. results-adkd-h200) starts from its results.jsonl and
+# grids.json, so a grid begun in an earlier session goes on: its teachers are trained again on the machine and
+# the runner checks them against their records (GPU teachers have reproduced there; else it refuses in one line).
 PLAN=$1; BUDGET=$2; RES=${3:-/tmp/res}; T0=$(date +%s); OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ -n "$RESUME" ] && [ ! -f "$RES/results.jsonl" ]; then
+  mkdir -p "$RES" && cp "$RESUME"/results.jsonl "$RESUME"/grids.json "$RES"/ || exit 5
+fi
 left() { echo $((T0 + BUDGET - $(date +%s))); }
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 if python3 -c 'import datasets' 2>/dev/null; then
