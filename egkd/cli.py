@@ -298,8 +298,8 @@ def bench_glue(
     = "layers:1,3,5",
     seeds: Annotated[str, typer.Option(help="seeds per task: N for all, or N,sst2=1 (task=N overrides)")] = "5,sst2=1",
     out: Annotated[Path, typer.Option(help="results folder: results.jsonl, runs/, teachers/")] = Path("results"),
-    tune: Annotated[bool, typer.Option(help="tune each method's weight/temperature on dev with the first seed")]
-    = False,
+    tune: Annotated[bool, typer.Option(help="tune each method's weight (KD: temperature; alpha on STS-B) on dev "
+                                        "with the first seed")] = False,
     teachers: Annotated[str, typer.Option(help="existing teacher runs, task=DIR,... (default: trained here)")] = "",
     data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
     max_hours: Annotated[float | None, typer.Option(help="start no new unit after this many hours")] = None,
