@@ -25,6 +25,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from egkd.bench.locks import exclusive
 from egkd.data.tokenize import Collator
 from egkd.errors import EgkdError
 from egkd.explain import get_explainer, rationale_inputs, top_r_rationale, unit_mask
@@ -176,58 +178,64 @@ def build_teacher_cache(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_le
     root = Path(root or cache_root() / "teacher")
     key = cache_key(weights_fingerprint(teacher), dataset._fingerprint, spec, max_seq_length)
     path = root / f"{key}.safetensors"
-    if path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            stored = (f.metadata() or {}).get("key")
-        if stored == key:
-            if show and state.is_main_process:
-                console.print(f"teacher cache hit: {spec.family} ({path.name})")
-            return TeacherCache(load_file(str(path)), key, path)
-        if state.is_main_process:
-            path.unlink()  # a file whose key does not match is never used
+    # Two separate runs (two grid processes, say) may need the same entry at once: the second waits until the
+    # first has finished it, then loads it, instead of writing into the same partial folder. The ranks of one
+    # accelerate launch share a build through their shards, so only the main process takes the lock.
+    lock = exclusive(root / f".{key}.lock") if state.is_main_process else nullcontext()
+    with lock:
+        state.wait_for_everyone()  # the other ranks wait while the main process waits for another run's build
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                stored = (f.metadata() or {}).get("key")
+            if stored == key:
+                if show and state.is_main_process:
+                    console.print(f"teacher cache hit: {spec.family} ({path.name})")
+                return TeacherCache(load_file(str(path)), key, path)
+            if state.is_main_process:
+                path.unlink()  # a file whose key does not match is never used
 
-    partial = root / f"{key}.partial"
-    if state.is_main_process:
-        partial.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    collate = Collator(tokenizer)
-    shard_rows = 512
-    n_shards = (len(dataset) + shard_rows - 1) // shard_rows
-    mine = [i for i in range(n_shards) if i % state.num_processes == state.process_index]
-    todo = [i for i in mine if not (partial / f"{i:06d}.safetensors").is_file()]
-    teacher_was_training = teacher.training
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    start = time.perf_counter()
-    n_rows = sum(min(len(dataset), (i + 1) * shard_rows) - i * shard_rows for i in todo)
-    bar = Bar(f"teacher cache ({spec.family})", total=n_rows, enabled=show and state.is_main_process)
-    for i in todo:
-        shard = dataset.select(range(i * shard_rows, min(len(dataset), (i + 1) * shard_rows)))
-        parts: dict[str, list[Tensor]] = {}
-        for batch in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            for name, t in _batch_outputs(teacher, batch, spec, tokenizer.pad_token_id or 0,
-                                          tokenizer.mask_token_id, max_seq_length).items():
-                parts.setdefault(name, []).append(t.detach().cpu())
-            bar.update(len(batch["idx"]))
-        tmp = partial / f".{i:06d}.tmp"
-        save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp))
-        tmp.rename(partial / f"{i:06d}.safetensors")
-    bar.close()
-    teacher.train(teacher_was_training)
-    seconds = time.perf_counter() - start
-    state.wait_for_everyone()
-    if state.is_main_process:
-        shards = [load_file(str(partial / f"{i:06d}.safetensors")) for i in range(n_shards)]
-        tensors = {k: torch.cat([s[k] for s in shards]).contiguous() for k in shards[0]}
-        meta = {"key": key, "spec": json.dumps(spec.describe()), "rows": str(len(dataset)),
-                "seconds": f"{seconds:.3f}"}
-        tmp = root / f".{key}.tmp"
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.rename(path)
-        shutil.rmtree(partial, ignore_errors=True)
-        if show:
-            console.print(f"teacher cache built: {spec.family}, {len(dataset)} examples in {seconds:.1f} s "
-                          f"({1000 * seconds / max(1, len(dataset)):.1f} s per 1,000)")
-    state.wait_for_everyone()
-    return TeacherCache(load_file(str(path)), key, path)
+        partial = root / f"{key}.partial"
+        if state.is_main_process:
+            partial.mkdir(parents=True, exist_ok=True)
+        state.wait_for_everyone()
+        collate = Collator(tokenizer)
+        shard_rows = 512
+        n_shards = (len(dataset) + shard_rows - 1) // shard_rows
+        mine = [i for i in range(n_shards) if i % state.num_processes == state.process_index]
+        todo = [i for i in mine if not (partial / f"{i:06d}.safetensors").is_file()]
+        teacher_was_training = teacher.training
+        teacher.eval()
+        device = next(teacher.parameters()).device
+        start = time.perf_counter()
+        n_rows = sum(min(len(dataset), (i + 1) * shard_rows) - i * shard_rows for i in todo)
+        bar = Bar(f"teacher cache ({spec.family})", total=n_rows, enabled=show and state.is_main_process)
+        for i in todo:
+            shard = dataset.select(range(i * shard_rows, min(len(dataset), (i + 1) * shard_rows)))
+            parts: dict[str, list[Tensor]] = {}
+            for batch in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                for name, t in _batch_outputs(teacher, batch, spec, tokenizer.pad_token_id or 0,
+                                              tokenizer.mask_token_id, max_seq_length).items():
+                    parts.setdefault(name, []).append(t.detach().cpu())
+                bar.update(len(batch["idx"]))
+            tmp = partial / f".{i:06d}.tmp"
+            save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp))
+            tmp.rename(partial / f"{i:06d}.safetensors")
+        bar.close()
+        teacher.train(teacher_was_training)
+        seconds = time.perf_counter() - start
+        state.wait_for_everyone()
+        if state.is_main_process:
+            shards = [load_file(str(partial / f"{i:06d}.safetensors")) for i in range(n_shards)]
+            tensors = {k: torch.cat([s[k] for s in shards]).contiguous() for k in shards[0]}
+            meta = {"key": key, "spec": json.dumps(spec.describe()), "rows": str(len(dataset)),
+                    "seconds": f"{seconds:.3f}"}
+            tmp = root / f".{key}.tmp"
+            save_file(tensors, str(tmp), metadata=meta)
+            tmp.rename(path)
+            shutil.rmtree(partial, ignore_errors=True)
+            if show:
+                console.print(f"teacher cache built: {spec.family}, {len(dataset)} examples in {seconds:.1f} s "
+                              f"({1000 * seconds / max(1, len(dataset)):.1f} s per 1,000)")
+        state.wait_for_everyone()
+        return TeacherCache(load_file(str(path)), key, path)

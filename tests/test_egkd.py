@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import datasets
@@ -269,6 +270,44 @@ def test_cache_resumes_from_a_finished_shard(teacher_built, train_ds, tmp_path, 
     torch.testing.assert_close(resumed.tensors["map"][512:], reference.tensors["map"][512:])
     torch.testing.assert_close(resumed.tensors["idx"], reference.tensors["idx"])
     assert not partial.exists()  # cleaned up once the entry is whole
+
+
+def test_a_second_run_waits_for_the_build_another_run_holds_and_then_loads_it(teacher_built, train_ds, tmp_path,
+                                                                              monkeypatch):
+    """Two grid processes once built one entry at the same time and one crashed on the other's cleanup: now the
+    second waits on the entry's lock and, once the first has written it, loads it without computing anything."""
+    import threading
+
+    from egkd.bench.locks import exclusive
+
+    model, tok = teacher_built.model, teacher_built.tokenizer
+    reference = build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=tmp_path / "ref", show=False)
+    root = tmp_path / "shared"
+    held, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # holds the entry's lock, then "finishes" the entry before letting go
+        with exclusive(root / f".{reference.key}.lock"):
+            held.set()
+            release.wait(timeout=30)
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.copy(reference.path, root / reference.path.name)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    assert held.wait(timeout=30)
+    spy = ExplainerSpy(monkeypatch)
+    result: dict[str, TeacherCache] = {}
+    waiter = threading.Thread(target=lambda: result.setdefault(
+        "entry", build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=root, show=False)))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and "entry" not in result  # blocked while the other run holds the entry
+    release.set()
+    thread.join(timeout=30)
+    waiter.join(timeout=60)
+    assert spy.rows == 0 and result["entry"].path == root / reference.path.name
+    torch.testing.assert_close(result["entry"].tensors["map"], reference.tensors["map"])
+    assert not (root / f"{reference.key}.partial").exists()
 
 
 # ----------------------------------------------------------------------------- 4. loss terms by hand
