@@ -95,6 +95,7 @@ def tuning_grid(task: str, method: str) -> list[dict[str, Any]]:
         return REGRESSION_KD_GRID
     return TUNING_GRID[method]
 
+
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
 EXPLAIN_EXAMPLES = 200  # consistency and faithfulness on the first 200 dev examples of every unit
