@@ -345,7 +345,9 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
             kv[0][0]), kv[0][1], kv[0][2])):
         grid = tuning_grid(task, method)
         # a try recorded with other settings than the grid's now (the grid changed) is not that setting's try
-        current = {i: r for i, r in by_setting.items() if i < len(grid) and not differing(grid[i], r["options"])}
+        # (in grid order: best_try breaks a tie by it, as the runner does)
+        current = {i: by_setting[i] for i in sorted(by_setting)
+                   if i < len(grid) and not differing(grid[i], by_setting[i]["options"])}
         best = best_try(list(current.values()))["setting"] if len(current) == len(grid) else None
         cells = []
         for i, setting in enumerate(grid):

@@ -319,6 +319,11 @@ def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
     del records["rte/layers-1/kd/seed42/tune2"]  # a try missing: nothing chosen yet
     assert tuning_rows(records)[1][0][3:] == ["temperature=1.0: 55.00; temperature=2.0: 54.00; temperature=4.0: "
                                               "not run", "-"]
+    # a tie goes to the first try in grid order, whatever order the records came in (as the runner decides)
+    tied = {k: {**r, "score": 56.0} for k, r in reversed(list(records.items())) if r["kind"] == "tune"}
+    tied["rte/layers-1/kd/seed42/tune2"] = {**records["rte/layers-1/kd/seed42/tune0"], "setting": 2, "score": 56.0,
+                                            "key": "rte/layers-1/kd/seed42/tune2", "options": {"temperature": 4.0}}
+    assert tuning_rows(tied)[1][0][3].startswith("**temperature=1.0: 56.00**")
     # on a regression task KD's tries are alphas now: tries recorded at other temperatures are stale, not alphas
     stsb = {k.replace("rte", "stsb"): {**r, "key": r["key"].replace("rte", "stsb"), "task": "stsb",
                                        "options": {"temperature": r["options"]["temperature"], "alpha": 0.9}}
