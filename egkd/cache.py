@@ -37,12 +37,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from egkd.bench.locks import exclusive
 from egkd.data.tokenize import Collator
 from egkd.errors import EgkdError
 from egkd.explain import get_explainer, rationale_inputs, top_r_rationale, unit_mask
 from egkd.explain.base import model_inputs, resolve_target
 from egkd.explain.occlusion import Occlusion
+from egkd.locks import exclusive
 from egkd.paths import cache_root
 from egkd.reports.console import Bar, console
 
@@ -181,7 +181,12 @@ def build_teacher_cache(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_le
     # Two separate runs (two grid processes, say) may need the same entry at once: the second waits until the
     # first has finished it, then loads it, instead of writing into the same partial folder. The ranks of one
     # accelerate launch share a build through their shards, so only the main process takes the lock.
-    lock = exclusive(root / f".{key}.lock") if state.is_main_process else nullcontext()
+    def say_wait() -> None:
+        if show:
+            console.print(f"waiting for another run to finish building the teacher cache entry {key} "
+                          f"({spec.family}); it is loaded once built")
+
+    lock = exclusive(root / f".{key}.lock", on_wait=say_wait) if state.is_main_process else nullcontext()
     with lock:
         state.wait_for_everyone()  # the other ranks wait while the main process waits for another run's build
         if path.is_file():

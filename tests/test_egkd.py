@@ -278,7 +278,7 @@ def test_a_second_run_waits_for_the_build_another_run_holds_and_then_loads_it(te
     second waits on the entry's lock and, once the first has written it, loads it without computing anything."""
     import threading
 
-    from egkd.bench.locks import exclusive
+    from egkd.locks import exclusive
 
     model, tok = teacher_built.model, teacher_built.tokenizer
     reference = build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=tmp_path / "ref", show=False)

@@ -6,7 +6,7 @@ so that :mod:`egkd.reports.glue` can bootstrap any comparison later). A unit who
 is never run again (so its resume checkpoint is deleted); a unit that was interrupted resumes from its last
 checkpoint. So the grid can be run by several sessions in turn (``--max-hours`` stops starting new units after a
 time budget), and by hand as far as the machine allows. Several processes may share one results folder at once:
-each unit is run under a lock (:mod:`egkd.bench.locks`), and a process skips the units another one holds and the
+each unit is run under a lock (:mod:`egkd.locks`), and a process skips the units another one holds and the
 units that wait for them.
 
 Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teacher, then the tuning units
@@ -37,10 +37,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from egkd.bench.locks import exclusive
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
+from egkd.locks import exclusive
 from egkd.reports.console import console
 from egkd.reports.tables import to_markdown
 from egkd.training.checkpoint import can_resume, checkpoint_dir

@@ -5,7 +5,7 @@
 # seconds before the deadline (so a unit is not killed half-way); blank lines and # comments are skipped.
 # Needs .gpu/ from scripts/device/prepare.sh, carried with the call (run's carry: [".gpu"]).
 # WORKERS=N (default 1) starts N processes on each stage: a 3-layer student is kernel-launch bound on one GPU, so
-# several processes sharing the results folder (egkd.bench.locks) keep it busier; each line is tagged [wN].
+# several processes sharing the results folder (egkd.locks) keep it busier; each line is tagged [wN].
 # RESUME=FOLDER (a results folder of the repo, e.g. results-adkd-h200) starts from its results.jsonl and
 # grids.json, so a grid begun in an earlier session goes on: its teachers are trained again on the machine and
 # the runner checks them against their records (GPU teachers have reproduced there; else it refuses in one line).

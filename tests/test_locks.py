@@ -6,7 +6,7 @@ import json
 import threading
 
 from egkd.bench.glue import Unit, append_record, read_results, results_lock, unit_lock
-from egkd.bench.locks import exclusive
+from egkd.locks import exclusive
 
 
 def test_a_held_lock_refuses_a_second_holder_until_released(tmp_path):
@@ -18,6 +18,27 @@ def test_a_held_lock_refuses_a_second_holder_until_released(tmp_path):
             assert not second
     with exclusive(path, wait=False) as again:
         assert again
+
+
+def test_a_blocked_wait_says_so_once_and_a_free_lock_says_nothing(tmp_path):
+    path = tmp_path / "x.lock"
+    calls: list[str] = []
+    with exclusive(path, on_wait=lambda: calls.append("free")):
+        pass
+    assert calls == []
+    got: list[bool] = []
+
+    def second_holder() -> None:
+        with exclusive(path, on_wait=lambda: calls.append("blocked")) as mine:
+            got.append(mine)
+
+    with exclusive(path):
+        waiter = threading.Thread(target=second_holder)
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive() and calls == ["blocked"] and got == []  # told once, then blocked
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and got == [True] and calls == ["blocked"]
 
 
 def test_unit_locks_are_per_unit(tmp_path):
