@@ -18,13 +18,12 @@ minus KD as a paired bootstrap over examples (95 %). Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from egkd import api
-from egkd.bench.glue import Unit, is_finished, read_results
+from egkd.bench.glue import Unit, is_finished, read_predictions, read_results
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator
 from egkd.evaluation.explanations import explanation_report
@@ -40,7 +39,7 @@ def run_folder(results: Path, record: dict, work: Path, teacher: str) -> Path:
     if not is_finished(out):
         api.distill(**record["options"], teacher=teacher, out=str(out), overwrite=out.is_dir())
     split = get_task(record["task"]).dev_splits[0]
-    rows = [json.loads(x) for x in (out / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_predictions(out, split)
     again = [r["prediction"] for r in rows]
     # 1e-2: a rebuilt teacher that reproduces its record only within the grid's tolerance (STS-B here) gets
     # another cache key, and its students' scores then move in the third decimal; anything more is refused

@@ -312,11 +312,16 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def read_predictions(run: Path, split: str) -> list[dict[str, Any]]:
+    """A run's per-example predictions on ``split`` (one JSON line per example, as ``api.evaluate`` writes them)."""
+    return [json.loads(x) for x in (run / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]
+
+
 def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """One results.jsonl line: the unit, its settings, its metrics and its per-example dev predictions."""
     spec = get_task(unit.task)
     split = metrics.get("split", spec.dev_splits[0])
-    rows = [json.loads(x) for x in (run / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_predictions(run, split)
     expl = metrics.get("explanations", {})
     consistency = expl.get("consistency", {})
     faith = expl.get("faithfulness", {}).get("student", {})
