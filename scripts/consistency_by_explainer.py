@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from egkd import api
 from egkd.bench.glue import Unit, is_finished, read_predictions, read_results
@@ -37,6 +38,9 @@ def run_folder(results: Path, record: dict, work: Path, teacher: str) -> Path:
         return run
     out = work / record["key"]
     if not is_finished(out):
+        # the same thread count as the recorded run: CPU reductions split differently across threads, and four
+        # epochs turn those last-bit differences into different dev predictions
+        torch.set_num_threads(record["machine"]["threads"])
         api.distill(**record["options"], teacher=teacher, out=str(out), overwrite=out.is_dir())
     split = get_task(record["task"]).dev_splits[0]
     rows = read_predictions(out, split)

@@ -514,3 +514,19 @@ def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, caps
     said = " ".join("".join(capsys.readouterr()).split())
     assert f"--teachers gives {tmp_path} for rte, but it is not a finished run" in said
     assert not read_results(tmp_path / "third")
+
+
+def test_a_record_line_drops_a_whole_split_idx_and_float_noise_and_reads_back_whole(tmp_path):
+    from egkd.bench.glue import append_record, to_line
+
+    whole = {"key": "stsb/a", "idx": [0, 1, 2], "predictions": [0.123456789, 2.0, 4.9999999]}
+    part = {"key": "rte/b", "idx": [3, 1], "predictions": [1, 0]}
+    line = json.loads(to_line(whole))
+    assert "idx" not in line and line["predictions"] == [0.12346, 2.0, 5.0]
+    assert json.loads(to_line(part)) == part  # labels and a subset's idx are kept exactly
+    append_record(tmp_path, whole)
+    append_record(tmp_path, part)
+    back = read_results(tmp_path)
+    assert back["stsb/a"]["idx"] == [0, 1, 2] and back["stsb/a"]["predictions"] == [0.12346, 2.0, 5.0]
+    assert back["rte/b"] == part
+    assert whole["idx"] == [0, 1, 2] and whole["predictions"][0] == 0.123456789  # the caller's record untouched
