@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -325,15 +324,11 @@ def throughput(model: torch.nn.Module, dl: DataLoader, max_batches: int = 20) ->
 def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None = None, split: str | None = None,
              teacher: str | None = None, extra: dict[str, Any] | None = None, show: bool = True,
              max_examples: int | None = None, explanations: bool = False, explainer: str = "gxi",
-             rationale_file: str | None = None, max_explain_examples: int | None = None,
-             also_explainers: Sequence[str] = ()) -> dict[str, Any]:
+             rationale_file: str | None = None, max_explain_examples: int | None = None) -> dict[str, Any]:
     """Score a run folder (or any model folder) on a labelled split and write ``metrics.json`` there.
 
     Reports the task's GLUE metrics, and, when the run has a teacher, fidelity to it, both models' parameter
     counts and their inference throughput measured in this process on the same batches (batch 32).
-    ``also_explainers`` scores the explanations once more with each of those explainers, into
-    ``metrics["explanations_under"][name]``: each EGKD family transfers the map it is trained on (gradient x
-    input, occlusion, a selection), so one explainer alone understates the others (measurements, section 13).
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -384,12 +379,6 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
         elif explanations:
             metrics["explanations"] = explanation_metrics(built, t, ds, spec, explainer, rationale_file,
                                                           max_explain_examples, show)
-            for name in also_explainers:
-                metrics.setdefault("explanations_under", {})[name] = explanation_metrics(
-                    built, t, ds, spec, name, None, max_explain_examples, show)
-        if also_explainers and explanations and on_words:
-            console.print(f"[yellow]{', '.join(also_explainers)} not scored: this student has its own tokenizer, "
-                          "whose explanations are compared on words with the run's explainer only[/]")
     elif explanations:
         raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
     previous = run / "metrics.json"

@@ -99,9 +99,6 @@ def tuning_grid(task: str, method: str) -> list[dict[str, Any]]:
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
 EXPLAIN_EXAMPLES = 200  # consistency and faithfulness on the first 200 dev examples of every unit
-# consistency is scored with gradient x input maps (the gradient family's), and again with occlusion maps (leave
-# one token out, as [MASK]), the map the perturbation family learns from: one explainer alone understates it
-ALSO_EXPLAINERS = ("occlusion",)
 CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 IGNORED_OPTIONS = ("data_dir", "teacher", "log_with")  # where things are, not how they were trained
 
@@ -358,8 +355,6 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "main_metric": spec.main_metric,
         "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
         "consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
-        "consistency_under": {name: e["consistency"]["spearman"]
-                              for name, e in metrics.get("explanations_under", {}).items()},
         "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
         "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
         "speedup": metrics.get("speedup"),
@@ -445,7 +440,7 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
         metrics = json.loads((run / "metrics.json").read_text())
     else:
         metrics = api.evaluate(run, explanations=True, max_explain_examples=grid.explain_examples, show=False,
-                               max_examples=grid.max_eval_examples, also_explainers=ALSO_EXPLAINERS)
+                               max_examples=grid.max_eval_examples)
     return make_record(unit, run, grid.out, options, metrics)
 
 

@@ -126,19 +126,16 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
               ) -> tuple[list[str], list[list[str]], dict[tuple[str, str], dict[str, Any]]]:
     """The task's table (teacher on top, best student value per column in bold) and per-row numbers."""
     spec = get_task(task)
-    mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
-    # the occlusion column only where some unit recorded it (units run before the runner scored it have none)
-    occl = any(occlusion_consistency(r) is not None for g in mine.values() for r in g)
     header = ["student", "method", "seeds", *[f"{m} (mean ± std)" for m in spec.metrics],
-              f"Δ {spec.main_metric} vs KD [95% CI]", "fidelity", "consistency",
-              *(["consistency (occlusion)"] if occl else []), "comp. AOPC", "suff. AOPC",
+              f"Δ {spec.main_metric} vs KD [95% CI]", "fidelity", "consistency", "comp. AOPC", "suff. AOPC",
               "params vs teacher", "speed vs teacher", "train cost vs KD"]
     rows: list[list[str]] = []
     if teacher:
         rows.append(["(teacher)", "ft", "1", *[f"{teacher['metrics'][m]:.2f}" for m in spec.metrics],
-                     *["-"] * (5 + occl), "1.00", "1.00x", "-"])
+                     "-", "-", "-", "-", "-", "1.00", "1.00x", "-"])
+    mine = {(s, m): g for (t, s, m), g in groups.items() if t == task}
     if floor:
-        rows.append(["(majority class)", "-", "-", *[f"{floor[m]:.2f}" for m in spec.metrics], *["-"] * (8 + occl)])
+        rows.append(["(majority class)", "-", "-", *[f"{floor[m]:.2f}" for m in spec.metrics], *["-"] * 8])
     stats: dict[tuple[str, str], dict[str, Any]] = {}
     for (student, method), group in sorted(mine.items()):
         kd = mine.get((student, "kd"))
@@ -147,7 +144,6 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
         st = {
             "score": statistics.fmean(scores[spec.main_metric]), "diff": diff,
             "consistency": _mean([r["consistency"] for r in group]), "fidelity": _mean([r["fidelity"] for r in group]),
-            "consistency_occlusion": _mean([occlusion_consistency(r) for r in group]),
             "comp": _mean([r["comprehensiveness"] for r in group]), "suff": _mean([r["sufficiency"] for r in group]),
             "params": _mean([r["parameters"] / r["teacher_parameters"] for r in group if r["teacher_parameters"]]),
             "speed": _mean([r["speedup"] for r in group]), "cost": _cost_ratio(group, kd), "n": len(group),
@@ -157,17 +153,11 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
                                        + (" *" if diff.significant else ""))
         rows.append([student, method, str(len(group)),
                      *[_mean_std(v) for v in scores.values()], ci,
-                     _fmt(st["fidelity"], 1), _fmt(st["consistency"]),
-                     *([_fmt(st["consistency_occlusion"])] if occl else []), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
+                     _fmt(st["fidelity"], 1), _fmt(st["consistency"]), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
                      _fmt(st["params"]), "-" if st["speed"] is None else f"{st['speed']:.2f}x",
                      "-" if st["cost"] is None else f"{st['cost']:.2f}x"])
     _bold_best(rows, header, start=sum(r[0].startswith("(") for r in rows))
     return header, rows, stats
-
-
-def occlusion_consistency(record: dict[str, Any]) -> float | None:
-    """The unit's consistency under occlusion maps, if its runner scored it (``ALSO_EXPLAINERS``)."""
-    return (record.get("consistency_under") or {}).get("occlusion")
 
 
 def majority_floor(task: str, run: dict[str, Any], labels_of: DevLabels) -> dict[str, float] | None:
@@ -184,7 +174,7 @@ def majority_floor(task: str, run: dict[str, Any], labels_of: DevLabels) -> dict
 def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
     """Mark the best student value of each metric and of consistency (higher is better)."""
     for col, name in enumerate(header):
-        if not (name.endswith("(mean ± std)") or name.startswith("consistency")):
+        if not (name.endswith("(mean ± std)") or name == "consistency"):
             continue
         values = [(float(r[col].split(" ")[0]), i) for i, r in enumerate(rows[start:], start) if r[col] != "-"]
         if len(values) > 1:
@@ -301,20 +291,8 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
                              f"{status} — " + ", ".join(f"{t} {c:.2f}" for t, c in have)
                              + "".join(f", {t} not run" for t, c in zip(tasks, cons, strict=True) if c is None)
                              + (f"; significantly below KD on {', '.join(losses)}" if losses else
-                                "; nowhere significantly below KD") + "." + occlusion_note(student, m, stats, tasks))
+                                "; nowhere significantly below KD") + ".")
     return lines
-
-
-def occlusion_note(student: str, method: str, stats: dict[str, dict[tuple[str, str], dict]],
-                   tasks: list[str]) -> str:
-    """The same consistency under occlusion maps, on the tasks whose units recorded it ("" where none did)."""
-    have = [(t, c) for t in tasks if (c := stats[t].get((student, method), {}).get("consistency_occlusion"))
-            is not None]
-    if not have:
-        return ""
-    return (" Under occlusion maps: " + ", ".join(f"{t} {c:.2f}" for t, c in have)
-            + f" ({'>=' if min(c for _, c in have) >= 0.6 else 'not all >='} 0.6"
-            + (f" on the {len(have)} of {len(tasks)} tasks recorded)." if len(have) < len(tasks) else ")."))
 
 
 def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str],
@@ -518,12 +496,10 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     parts.append("Dev sets; `*` marks a difference whose 95 % paired-bootstrap interval (examples resampled, "
                  f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
-                 "gradient x input maps, student vs teacher (consistency (occlusion), where units recorded it: the "
-                 "same with occlusion maps, each token replaced by [MASK], the map the perturbation family learns "
-                 "from; the mean over the seeds that recorded it); AOPC: ERASER comprehensiveness (higher is "
-                 "better) and sufficiency (lower is better) of the student's own maps. Train cost vs KD: wall "
-                 "seconds per epoch of these runs over KD's, teacher caches excluded — on a shared machine this is "
-                 "noisy; `egkd bench cost` measures the same ratio on identical batches in one process.\n")
+                 "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
+                 "sufficiency (lower is better) of the student's own maps. Train cost vs KD: wall seconds per epoch of "
+                 "these runs over KD's, teacher caches excluded — on a shared machine this is noisy; `egkd bench "
+                 "cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(roots, records))
