@@ -13,6 +13,7 @@ from egkd.bench.glue import (
     Unit,
     check_finished_run,
     chosen_settings,
+    from_line,
     prerequisites,
     read_grids,
     read_results,
@@ -123,7 +124,7 @@ def grid_out(glue_dir, minilm_path, tmp_path_factory):
 
 
 def _records(out):
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return [from_line(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def test_grid_writes_one_record_per_unit(grid_out):
