@@ -11,6 +11,7 @@ from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 from egkd.bench.glue import (
     Grid,
     Unit,
+    append_record,
     check_finished_run,
     chosen_settings,
     from_line,
@@ -21,6 +22,7 @@ from egkd.bench.glue import (
     split_students,
     stale_units,
     teacher_unit,
+    to_line,
     tuning_tries,
     unit_lock,
 )
@@ -518,8 +520,6 @@ def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, caps
 
 
 def test_a_record_line_drops_a_whole_split_idx_and_float_noise_and_reads_back_whole(tmp_path):
-    from egkd.bench.glue import append_record, to_line
-
     whole = {"key": "stsb/a", "idx": [0, 1, 2], "predictions": [0.123456789, 2.0, 4.9999999]}
     part = {"key": "rte/b", "idx": [3, 1], "predictions": [1, 0]}
     line = json.loads(to_line(whole))
