@@ -324,7 +324,8 @@ def throughput(model: torch.nn.Module, dl: DataLoader, max_batches: int = 20) ->
 def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None = None, split: str | None = None,
              teacher: str | None = None, extra: dict[str, Any] | None = None, show: bool = True,
              max_examples: int | None = None, explanations: bool = False, explainer: str = "gxi",
-             rationale_file: str | None = None, max_explain_examples: int | None = None) -> dict[str, Any]:
+             rationale_file: str | None = None, max_explain_examples: int | None = None,
+             teacher_faithfulness: bool = True) -> dict[str, Any]:
     """Score a run folder (or any model folder) on a labelled split and write ``metrics.json`` there.
 
     Reports the task's GLUE metrics, and, when the run has a teacher, fidelity to it, both models' parameter
@@ -378,7 +379,7 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
             metrics["explanations"] = word_consistency(built, t, ds, t_ds, spec, explainer, max_explain_examples)
         elif explanations:
             metrics["explanations"] = explanation_metrics(built, t, ds, spec, explainer, rationale_file,
-                                                          max_explain_examples, show)
+                                                          max_explain_examples, show, teacher_faithfulness)
     elif explanations:
         raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
     previous = run / "metrics.json"
@@ -399,14 +400,16 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
 
 
 def explanation_metrics(student: Built, teacher: Built, ds, spec: TaskSpec, explainer: str,
-                        rationale_file: str | None, max_examples: int | None, show: bool) -> dict[str, Any]:
+                        rationale_file: str | None, max_examples: int | None, show: bool,
+                        teacher_faithfulness: bool = True) -> dict[str, Any]:
     """Consistency, faithfulness (and plausibility with rationales), means only; per-example values are
     summarised by their mean so metrics.json stays small."""
     from egkd.evaluation.explanations import explanation_report, to_jsonable
 
     report = explanation_report(student.model, teacher.model, ds, Collator(student.tokenizer, spec.is_regression),
                                 explainer, max_examples, rationale_file, tokenizer=student.tokenizer,
-                                teacher_tokenizer=teacher.tokenizer, show=show)
+                                teacher_tokenizer=teacher.tokenizer, show=show,
+                                teacher_faithfulness=teacher_faithfulness)
 
     def strip(d: Any) -> Any:
         if isinstance(d, dict):

@@ -439,8 +439,9 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     if unit.student is None:
         metrics = json.loads((run / "metrics.json").read_text())
     else:
+        # the teacher's own faithfulness is not recorded: the same for every unit of a task, half the scoring time
         metrics = api.evaluate(run, explanations=True, max_explain_examples=grid.explain_examples, show=False,
-                               max_examples=grid.max_eval_examples)
+                               max_examples=grid.max_eval_examples, teacher_faithfulness=False)
     return make_record(unit, run, grid.out, options, metrics)
 
 

@@ -364,7 +364,8 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
                        explainer_spec: str | Explainer = "gxi", max_examples: int | None = None,
                        rationale_file: str | Path | None = None, *, tokenizer: Any = None,
                        teacher_tokenizer: Any = None, mask_token_id: int | None = None, batch_size: int = 32,
-                       fractions: Sequence[float] = FRACTIONS, show: bool = True) -> dict[str, Any]:
+                       fractions: Sequence[float] = FRACTIONS, show: bool = True,
+                       teacher_faithfulness: bool = True) -> dict[str, Any]:
     """All explanation metrics of a student against its teacher over a tokenized dev set, in one pass.
 
     Consistency explains the teacher's predicted class with both models; faithfulness lets each model
@@ -373,6 +374,10 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
     student's) supplies ``[MASK]`` and, with ``teacher_tokenizer``, the shared-vocabulary check; without
     them the models' configs are compared. Both models are put in eval mode. Per-example arrays are numpy;
     :func:`to_jsonable` turns the result into something ``json.dump`` accepts.
+
+    ``teacher_faithfulness=False`` leaves out the teacher's ERASER scores: they are the same for every student
+    of a teacher, and erasing with the six-layer teacher is about half of this function's time, so a grid that
+    scores hundreds of students of one teacher (``egkd bench glue``) skips them.
     """
     _check_shared_tokenizer(student_model, teacher_model, tokenizer, teacher_tokenizer)
     mask_id = _mask_token_id(mask_token_id, tokenizer, student_model)
@@ -388,7 +393,9 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
     s_dev, t_dev = _device(student_model), _device(teacher_model)
     cons: list[dict[str, Any]] = []
-    faith: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"student": [], "teacher": []}
+    faith: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"student": []}
+    if teacher_faithfulness:
+        faith["teacher"] = []
     kept: dict[str, list[np.ndarray]] = {"student": [], "teacher": [], "word_ids": [], "idx": []}
     for batch in track(loader, "explaining", total=len(loader), enabled=show):
         _, t_target = predict_targets(teacher_model, batch)
@@ -401,7 +408,8 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
             s_map_own = explainer.attribute(student_model, _on(batch, s_dev), s_target.to(s_dev)).detach().cpu()
         mask = unit_mask(batch).cpu()
         cons.append(consistency(t_map, s_map_t, mask))
-        faith["teacher"].append(erasure_scores(teacher_model, batch, t_map, t_target, mask_id, fractions))
+        if teacher_faithfulness:
+            faith["teacher"].append(erasure_scores(teacher_model, batch, t_map, t_target, mask_id, fractions))
         faith["student"].append(erasure_scores(student_model, batch, s_map_own, s_target, mask_id, fractions))
         lengths = batch["attention_mask"].sum(1).tolist() if "attention_mask" in batch else None
         for i in range(batch["input_ids"].shape[0]):

@@ -141,7 +141,11 @@ def test_grid_writes_one_record_per_unit(grid_out):
     assert -1.0 <= student["consistency"] <= 1.0 and student["parameters"] < student["teacher_parameters"]
     # the record's score is the run's own metrics.json, and its predictions are the run's prediction file
     run = out / student["run"]
-    assert json.loads((run / "metrics.json").read_text())["accuracy"] == student["score"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] == student["score"]
+    # only the student's faithfulness is scored: the teacher's is the same for every unit and is not recorded
+    assert set(metrics["explanations"]["faithfulness"]) == {"student"}
+    assert student["comprehensiveness"] == metrics["explanations"]["faithfulness"]["student"]["comprehensiveness"]
     assert (run / "model.safetensors").is_file()
     # a recorded unit never trains again: its resume checkpoint is gone, the teacher's too
     assert not (run / "checkpoints").exists() and not (out / "teachers" / "rte" / "checkpoints").exists()

@@ -267,6 +267,13 @@ def test_explanation_report_on_synthetic_task(tmp_path: Path) -> None:
     assert report["plausibility"]["student"]["n_scored"] == 10  # single-token words align exactly
     assert 0 <= report["evidence_mass"]["teacher"] <= 1
     json.dumps(to_jsonable(report))
+    # without the teacher's faithfulness (what the GLUE grid asks for) every other number is the same
+    lean = explanation_report(student, teacher, ds, Collator(tokenizer), "gxi", max_examples=10, tokenizer=tokenizer,
+                              teacher_tokenizer=tokenizer, batch_size=4, show=False, teacher_faithfulness=False)
+    assert set(lean["faithfulness"]) == {"student"}
+    for key in ("comprehensiveness_per_example", "sufficiency_per_example"):
+        np.testing.assert_array_equal(lean["faithfulness"]["student"][key], report["faithfulness"]["student"][key])
+    assert lean["consistency"]["spearman"] == report["consistency"]["spearman"]
     # the teacher's consistency with itself is perfect
     same = explanation_report(teacher, teacher, ds, Collator(tokenizer), max_examples=4, tokenizer=tokenizer,
                               show=False)
