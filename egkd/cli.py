@@ -315,7 +315,8 @@ def bench_glue(
     max_seq_length: Annotated[int | None, typer.Option(help="override every task's max length (quick trials)")]
     = None,
     max_eval_examples: Annotated[int | None, typer.Option(help="first N dev examples only (quick trials)")] = None,
-    dry_run: Annotated[bool, typer.Option(help="print the plan (done / resumable / pending) and stop")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the plan (done / resumable / pending) and the hours of "
+                                             "training left, and stop")] = False,
     rerun_stale: Annotated[bool, typer.Option(help="rerun finished units whose settings the grid has changed "
                                                    "(their records move to stale.jsonl)")] = False,
     wait: Annotated[bool, typer.Option(help="when another process sharing --out runs units this one needs, wait for "

@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import time
 import traceback
 from collections.abc import Iterator
@@ -587,14 +588,60 @@ def plan_table(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
         elif not rec and running_elsewhere(grid.out, u):
             state = "running in another process"
         if state == "pending" and u.kind != "teacher":
-            try:
-                twin = finished_twin(grid, done, u, grid.options(u, chosen_settings(grid, done, u)
-                                                                 if u.kind == "student" else None))
-            except EgkdError:  # the seeds of an unfinished tuning: their setting is not known yet
-                twin = None
+            twin = pending_twin(grid, done, u)
             state = f"reuses {twin['key']}" if twin else state
         rows.append([u.key, u.kind, state, "-" if not rec else f"{rec['main_metric']} {rec['score']:.2f}"])
     return to_markdown(["unit", "kind", "state", "dev score"], rows)
+
+
+def pending_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any] | None:
+    """The finished twin that will stand for a pending student ``unit`` (None when it must train, or when it is a
+    seed of an unfinished tuning, whose setting is not known yet)."""
+    try:
+        setting = chosen_settings(grid, done, unit) if unit.kind == "student" else None
+    except EgkdError:
+        return None
+    return finished_twin(grid, done, unit, grid.options(unit, setting))
+
+
+def estimate(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
+    """One line for ``--dry-run``: how much training the units left to run will take, from the recorded training
+    time of finished units like them (medians): the same task, student and method; else the same task and method
+    with another student; else the task's KD time times the method's cost over KD's on the other tasks. A plan for
+    a machine that is shared or cut off at any moment (several sessions of a few hours) needs that number first."""
+    like: dict[tuple[str, ...], list[float]] = {}
+    for rec in done.values():
+        if rec.get("train_seconds") and not rec.get("same_as"):  # a twin's record repeats another unit's time
+            for key in ((rec["task"], str(rec["student"]), rec["method"]), (rec["task"], rec["method"])):
+                like.setdefault(key, []).append(rec["train_seconds"])
+    median = {k: statistics.median(v) for k, v in like.items()}
+
+    def over_kd(method: str) -> float | None:
+        ratios = [median[(t, method)] / median[(t, "kd")] for t in TASK_PLAN if (t, method) in median
+                  and (t, "kd") in median]
+        return statistics.median(ratios) if ratios else None
+
+    sources = ("timed by finished units of the same student and method", "by another student's",
+               "by the method's cost over KD's on other tasks", "not estimated (nothing like them recorded yet)")
+    seconds, how = 0.0, dict.fromkeys(sources, 0)
+    for u in grid.units():
+        if not unfinished(grid, done, u) or (u.kind != "teacher" and pending_twin(grid, done, u)):
+            continue
+        ratio = over_kd(u.method) if (u.task, "kd") in median else None
+        for source, value in zip(sources, (median.get((u.task, str(u.student), u.method)),
+                                           median.get((u.task, u.method)), ratio and ratio * median[(u.task, "kd")],
+                                           0.0), strict=True):
+            if value is not None:
+                seconds += value
+                how[source] += 1
+                break
+    n = sum(how.values())
+    if not n:
+        return "nothing left to train"
+    bound = "more than " if how[sources[-1]] else ""
+    return (f"{n} unit(s) to train: {bound}{seconds / 3600:.1f} hours of training in one process at the "
+            f"recorded speed ({', '.join(f'{k} {source}' for source, k in how.items() if k)}); scoring adds "
+            "about a minute per unit, and a fresh machine first rebuilds the teachers and their caches")
 
 
 def settle(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> dict[str, Any]:
@@ -702,6 +749,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     units = list(grid.units())
     if dry_run:
         console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
+        console.print(estimate(grid, done), soft_wrap=True)
         return sum(unfinished(grid, done, u) for u in units), 0
     stale = stale_units(grid, done)
     if stale and rerun_stale:

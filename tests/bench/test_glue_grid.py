@@ -14,6 +14,7 @@ from egkd.bench.glue import (
     append_record,
     check_finished_run,
     chosen_settings,
+    estimate,
     from_line,
     prerequisites,
     read_grids,
@@ -106,6 +107,28 @@ def test_kd_tunes_alpha_on_a_regression_task(tmp_path):
     done = {u.key: {"setting": u.setting, "score": 80.0 + (u.setting == 2), "key": u.key}
             for u in tuning_tries(Unit("stsb", "layers:1,3,5", "kd", 43))}
     assert chosen_settings(grid, done, Unit("stsb", "layers:1,3,5", "kd", 43)) == {"alpha": 1.0}
+
+
+def test_dry_run_estimates_the_training_left_from_units_like_it(tmp_path):
+    grid = Grid(out=tmp_path, tasks=["rte", "cola"], methods=["kd", "egkd-all", "pkd"],
+                students=["layers:1,3,5", "layers:2,5"], seeds={"rte": 2, "cola": 1})
+
+    def rec(task, student, method, seed, seconds):
+        key = Unit(task, student, method, seed).key
+        return key, {"key": key, "task": task, "student": student, "method": method, "train_seconds": seconds}
+
+    done = dict([rec("rte", None, "ft", 42, 600), rec("cola", None, "ft", 42, 300),  # teachers: folders gone
+                 rec("rte", "layers:1,3,5", "kd", 42, 100), rec("rte", "layers:1,3,5", "kd", 43, 140),
+                 rec("cola", "layers:1,3,5", "kd", 42, 50), rec("cola", "layers:1,3,5", "egkd-all", 42, 150)])
+    # teachers 600 + 300 (trained again); rte: egkd-all 3x KD's 120 s (its cost over KD's on CoLA) for both students
+    # and seeds, 4 x 360; layers:2,5 KD like layers:1,3,5's, 2 x 120; cola layers:2,5: KD 50 and egkd-all 150;
+    # PKD has nothing like it recorded: 6 units not estimated
+    line = estimate(grid, done)
+    assert line.startswith(f"16 unit(s) to train: more than {(900 + 1440 + 240 + 200) / 3600:.1f} hours")
+    assert ("(2 timed by finished units of the same student and method, 4 by another student's, 4 by the method's "
+            "cost over KD's on other tasks, 6 not estimated") in line
+    assert estimate(Grid(out=tmp_path, tasks=["cola"], methods=["kd"], students=["layers:1,3,5"], seeds={},
+                         teachers={"cola": str(tmp_path)}), done) == "nothing left to train"
 
 
 def test_an_option_missing_from_an_older_record_counts_as_its_default():
