@@ -25,7 +25,6 @@ import hashlib
 import json
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,78 +168,134 @@ def _batch_outputs(teacher, batch: dict[str, Tensor], spec: CacheSpec, pad_id: i
     return out
 
 
+SHARD_ROWS = 512
+
+
 def build_teacher_cache(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_length: int,
                         batch_size: int = 32, root: Path | None = None, show: bool = True) -> TeacherCache:
-    """Load the entry for (teacher, data, spec, length), computing the missing part if needed."""
+    """Load the entry for (teacher, data, spec, length), computing the missing part if needed.
+
+    The entry is built in shards of :data:`SHARD_ROWS` examples under ``<key>.partial/``, each claimed by a file
+    lock, so that every process that needs the entry at the same time builds a share of it: two grid processes
+    on one task, or the ranks of one ``accelerate launch``. (Before, a second grid process waited up to 40
+    minutes, idle, while the first built a perturbation entry alone.) An interrupted build resumes from its
+    finished shards; whoever finds every shard finished merges them, under the entry's own lock.
+    """
     if spec.family not in FAMILIES:
         raise EgkdError(f"unknown cache family {spec.family!r}; choose one of {', '.join(FAMILIES)}")
     state = PartialState()
     root = Path(root or cache_root() / "teacher")
     key = cache_key(weights_fingerprint(teacher), dataset._fingerprint, spec, max_seq_length)
-    path = root / f"{key}.safetensors"
-    # Two separate runs (two grid processes, say) may need the same entry at once: the second waits until the
-    # first has finished it, then loads it, instead of writing into the same partial folder. The ranks of one
-    # accelerate launch share a build through their shards, so only the main process takes the lock.
-    def say_wait() -> None:
-        if show:
-            console.print(f"waiting for another run to finish building the teacher cache entry {key} "
-                          f"({spec.family}); it is loaded once built")
-
-    lock = exclusive(root / f".{key}.lock", on_wait=say_wait) if state.is_main_process else nullcontext()
-    with lock:
-        state.wait_for_everyone()  # the other ranks wait while the main process waits for another run's build
-        if path.is_file():
-            with safe_open(str(path), framework="pt") as f:
-                stored = (f.metadata() or {}).get("key")
-            if stored == key:
-                if show and state.is_main_process:
-                    console.print(f"teacher cache hit: {spec.family} ({path.name})")
-                return TeacherCache(load_file(str(path)), key, path)
-            if state.is_main_process:
+    path, partial, lock = root / f"{key}.safetensors", root / f"{key}.partial", root / f".{key}.lock"
+    if state.is_main_process:
+        with exclusive(lock):
+            if path.is_file() and not _holds(path, key):
                 path.unlink()  # a file whose key does not match is never used
-
-        partial = root / f"{key}.partial"
-        if state.is_main_process:
-            partial.mkdir(parents=True, exist_ok=True)
-        state.wait_for_everyone()
-        collate = Collator(tokenizer)
-        shard_rows = 512
-        n_shards = (len(dataset) + shard_rows - 1) // shard_rows
-        mine = [i for i in range(n_shards) if i % state.num_processes == state.process_index]
-        todo = [i for i in mine if not (partial / f"{i:06d}.safetensors").is_file()]
-        teacher_was_training = teacher.training
-        teacher.eval()
-        device = next(teacher.parameters()).device
-        start = time.perf_counter()
-        n_rows = sum(min(len(dataset), (i + 1) * shard_rows) - i * shard_rows for i in todo)
-        bar = Bar(f"teacher cache ({spec.family})", total=n_rows, enabled=show and state.is_main_process)
-        for i in todo:
-            shard = dataset.select(range(i * shard_rows, min(len(dataset), (i + 1) * shard_rows)))
-            parts: dict[str, list[Tensor]] = {}
-            for batch in DataLoader(shard, batch_size=batch_size, collate_fn=collate):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                for name, t in _batch_outputs(teacher, batch, spec, tokenizer.pad_token_id or 0,
-                                              tokenizer.mask_token_id, max_seq_length).items():
-                    parts.setdefault(name, []).append(t.detach().cpu())
-                bar.update(len(batch["idx"]))
-            tmp = partial / f".{i:06d}.tmp"
-            save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp))
-            tmp.rename(partial / f"{i:06d}.safetensors")
-        bar.close()
-        teacher.train(teacher_was_training)
-        seconds = time.perf_counter() - start
-        state.wait_for_everyone()
-        if state.is_main_process:
-            shards = [load_file(str(partial / f"{i:06d}.safetensors")) for i in range(n_shards)]
-            tensors = {k: torch.cat([s[k] for s in shards]).contiguous() for k in shards[0]}
-            meta = {"key": key, "spec": json.dumps(spec.describe()), "rows": str(len(dataset)),
-                    "seconds": f"{seconds:.3f}"}
-            tmp = root / f".{key}.tmp"
-            save_file(tensors, str(tmp), metadata=meta)
-            tmp.rename(path)
-            shutil.rmtree(partial, ignore_errors=True)
-            if show:
-                console.print(f"teacher cache built: {spec.family}, {len(dataset)} examples in {seconds:.1f} s "
-                              f"({1000 * seconds / max(1, len(dataset)):.1f} s per 1,000)")
-        state.wait_for_everyone()
+    state.wait_for_everyone()
+    if path.is_file():
+        if show and state.is_main_process:
+            console.print(f"teacher cache hit: {spec.family} ({path.name})")
         return TeacherCache(load_file(str(path)), key, path)
+
+    teacher_was_training = teacher.training
+    teacher.eval()
+    _build_shards(teacher, tokenizer, dataset, spec, max_seq_length, batch_size, partial, path, key,
+                  show and state.is_main_process)
+    teacher.train(teacher_was_training)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        with exclusive(lock):
+            if not path.is_file():  # another run that found every shard finished may have merged them already
+                seconds = _merge_shards(partial, path, key, spec, len(dataset))
+                if show:
+                    console.print(f"teacher cache built: {spec.family}, {len(dataset)} examples in {seconds:.1f} s "
+                                  f"({1000 * seconds / max(1, len(dataset)):.1f} s per 1,000)")
+            shutil.rmtree(partial, ignore_errors=True)
+    state.wait_for_everyone()
+    return TeacherCache(load_file(str(path)), key, path)
+
+
+def _holds(path: Path, key: str) -> bool:
+    """Whether the entry file at ``path`` was written for ``key`` (its stored key; never trust the name)."""
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("key") == key
+
+
+def _build_shards(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_length: int, batch_size: int,
+                  partial: Path, path: Path, key: str, show: bool) -> None:
+    """Compute the shards no one has finished: first those no other process holds (without waiting), then,
+    waiting on each, those that others were building (and any whose builder died). Stops early once the whole
+    entry exists (another run merged it)."""
+    state = PartialState()
+    n_shards = (len(dataset) + SHARD_ROWS - 1) // SHARD_ROWS
+    # the ranks of one accelerate launch start on different shards; separate runs meet through the locks
+    order = sorted(range(n_shards), key=lambda i: (i % state.num_processes != state.process_index, i))
+    finished = {i for i in range(n_shards) if _shard(partial, i).is_file()}  # by an interrupted build, say
+    bar = Bar(f"teacher cache ({spec.family})", total=len(dataset), enabled=show,
+              completed=sum(_rows(len(dataset), i) for i in finished))
+    said: list[bool] = []
+
+    def say_wait() -> None:
+        if show and not said:
+            said.append(True)
+            console.print(f"another run is building part of the teacher cache entry {key} ({spec.family}); "
+                          "waiting for that part (this run has built the rest)")
+
+    for wait in (False, True):
+        for i in order:
+            if path.is_file():
+                break
+            if i not in finished and not _shard(partial, i).is_file():
+                partial.mkdir(parents=True, exist_ok=True)
+                with exclusive(partial / f".{i:06d}.lock", wait=wait, on_wait=say_wait) as mine:
+                    if not mine or path.is_file():
+                        continue
+                    if not _shard(partial, i).is_file():  # free, or left unfinished by a holder that died
+                        _build_shard(teacher, tokenizer, dataset, spec, max_seq_length, batch_size, partial, i)
+            if i not in finished:
+                finished.add(i)
+                bar.update(_rows(len(dataset), i))
+    bar.close()
+
+
+def _shard(partial: Path, i: int) -> Path:
+    return partial / f"{i:06d}.safetensors"
+
+
+def _rows(n: int, i: int) -> int:
+    """How many examples shard ``i`` of ``n`` holds."""
+    return min(n, (i + 1) * SHARD_ROWS) - i * SHARD_ROWS
+
+
+def _build_shard(teacher, tokenizer, dataset, spec: CacheSpec, max_seq_length: int, batch_size: int,
+                 partial: Path, i: int) -> None:
+    """Compute shard ``i`` and write it atomically, with the seconds it took (summed into the entry's cost)."""
+    start = time.perf_counter()
+    device = next(teacher.parameters()).device
+    shard = dataset.select(range(i * SHARD_ROWS, i * SHARD_ROWS + _rows(len(dataset), i)))
+    parts: dict[str, list[Tensor]] = {}
+    for batch in DataLoader(shard, batch_size=batch_size, collate_fn=Collator(tokenizer)):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        for name, t in _batch_outputs(teacher, batch, spec, tokenizer.pad_token_id or 0, tokenizer.mask_token_id,
+                                      max_seq_length).items():
+            parts.setdefault(name, []).append(t.detach().cpu())
+    tmp = partial / f".{i:06d}.tmp"
+    save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp),
+              metadata={"seconds": f"{time.perf_counter() - start:.3f}"})
+    tmp.rename(_shard(partial, i))
+
+
+def _merge_shards(partial: Path, path: Path, key: str, spec: CacheSpec, n_rows: int) -> float:
+    """Write the entry from its finished shards; returns its cost: the shards' seconds, whoever built them."""
+    n_shards = (n_rows + SHARD_ROWS - 1) // SHARD_ROWS
+    shards, seconds = [], 0.0
+    for i in range(n_shards):
+        with safe_open(str(_shard(partial, i)), framework="pt") as f:
+            seconds += float((f.metadata() or {}).get("seconds", 0.0))  # shards of older builds did not say
+        shards.append(load_file(str(_shard(partial, i))))
+    tensors = {k: torch.cat([s[k] for s in shards]).contiguous() for k in shards[0]}
+    meta = {"key": key, "spec": json.dumps(spec.describe()), "rows": str(n_rows), "seconds": f"{seconds:.3f}"}
+    tmp = path.parent / f".{key}.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.rename(path)
+    return seconds

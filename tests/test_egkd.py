@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import datasets
@@ -272,42 +271,63 @@ def test_cache_resumes_from_a_finished_shard(teacher_built, train_ds, tmp_path, 
     assert not partial.exists()  # cleaned up once the entry is whole
 
 
-def test_a_second_run_waits_for_the_build_another_run_holds_and_then_loads_it(teacher_built, train_ds, tmp_path,
-                                                                              monkeypatch):
-    """Two grid processes once built one entry at the same time and one crashed on the other's cleanup: now the
-    second waits on the entry's lock and, once the first has written it, loads it without computing anything."""
+def test_two_runs_that_need_one_entry_build_its_shards_together(teacher_built, train_ds, tmp_path, monkeypatch,
+                                                                 capsys):
+    """Two grid processes needing one entry used to take turns: the second sat idle while the first built it (up to
+    40 minutes for a perturbation entry). Now a run builds the shards no other run holds, waits for the ones
+    another run is building, and the entry is merged once, its cost the sum of every shard's seconds."""
     import threading
 
     from egkd.locks import exclusive
 
     model, tok = teacher_built.model, teacher_built.tokenizer
     reference = build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=tmp_path / "ref", show=False)
+    assert len(train_ds) > cache_mod.SHARD_ROWS  # two shards: the other run holds the first
     root = tmp_path / "shared"
+    partial = root / f"{reference.key}.partial"
     held, release = threading.Event(), threading.Event()
 
-    def other_run() -> None:  # holds the entry's lock, then "finishes" the entry before letting go
-        with exclusive(root / f".{reference.key}.lock"):
+    def other_run() -> None:  # holds shard 0's lock, then writes a marked shard 0 (it "took" 5 s) and lets go
+        with exclusive(partial / ".000000.lock"):
             held.set()
             release.wait(timeout=30)
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.copy(reference.path, root / reference.path.name)
+            shard0 = {name: t[: cache_mod.SHARD_ROWS].clone() for name, t in reference.tensors.items()}
+            shard0["map"].fill_(7.0)
+            save_file(shard0, str(partial / "000000.safetensors"), metadata={"seconds": "5.0"})
 
     thread = threading.Thread(target=other_run)
     thread.start()
     assert held.wait(timeout=30)
     spy = ExplainerSpy(monkeypatch)
     result: dict[str, TeacherCache] = {}
-    waiter = threading.Thread(target=lambda: result.setdefault(
-        "entry", build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=root, show=False)))
-    waiter.start()
-    waiter.join(timeout=1.0)
-    assert waiter.is_alive() and "entry" not in result  # blocked while the other run holds the entry
+    builder = threading.Thread(target=lambda: result.setdefault(
+        "entry", build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=root)))
+    builder.start()
+    for _ in range(600):  # it builds the shard no one holds, then waits for the held one
+        if (partial / "000001.safetensors").is_file():
+            break
+        builder.join(timeout=0.1)
+    builder.join(timeout=0.5)
+    assert builder.is_alive() and "entry" not in result
+    assert spy.rows == len(train_ds) - cache_mod.SHARD_ROWS
     release.set()
     thread.join(timeout=30)
-    waiter.join(timeout=60)
-    assert spy.rows == 0 and result["entry"].path == root / reference.path.name
-    torch.testing.assert_close(result["entry"].tensors["map"], reference.tensors["map"])
-    assert not (root / f"{reference.key}.partial").exists()
+    builder.join(timeout=60)
+    entry = result["entry"]
+    assert spy.rows == len(train_ds) - cache_mod.SHARD_ROWS  # shard 0 was not computed here
+    assert bool((entry.tensors["map"][: cache_mod.SHARD_ROWS] == 7.0).all())  # it is the other run's shard
+    torch.testing.assert_close(entry.tensors["map"][cache_mod.SHARD_ROWS:],
+                               reference.tensors["map"][cache_mod.SHARD_ROWS:])
+    torch.testing.assert_close(entry.tensors["idx"], reference.tensors["idx"])
+    with safe_open(str(entry.path), framework="pt") as f:
+        seconds = float(f.metadata()["seconds"])
+    assert 5.0 < seconds < 5.0 + 60  # the other run's 5 s plus this run's own shard
+    assert "waiting for that part" in capsys.readouterr().err
+    assert not partial.exists()
+    # a third run loads the merged entry and computes nothing
+    spy.rows = 0
+    again = build_teacher_cache(model, tok, train_ds, GXI, MAX_LEN, root=root, show=False)
+    assert spy.rows == 0 and again.path == entry.path
 
 
 # ----------------------------------------------------------------------------- 4. loss terms by hand
