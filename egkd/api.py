@@ -217,7 +217,7 @@ def pkd_layer_map(cfg: RunConfig, student: Built) -> dict[int, int]:
 
 
 # -------------------------------------------------------------------------------------------------- running
-def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
+def _train_run(cfg: RunConfig, kind: str, evaluate_options: dict[str, Any] | None = None) -> dict[str, Any]:
     task = get_task(cfg.task)
     if kind == "distill" and not cfg.teacher:
         raise EgkdError("distill needs a teacher: pass --teacher RUN_DIR (a fine-tuned model)")
@@ -281,7 +281,7 @@ def _train_run(cfg: RunConfig, kind: str) -> dict[str, Any]:
                       # the one-off cost of each teacher cache this run used (built now or by an earlier run)
                       "teacher_caches": {fam: c.info() for fam, c in caches.items()}}
         metrics = evaluate(out_dir, task=task.name, data_dir=cfg.data_dir, extra={"training": train_info},
-                           show=True, max_examples=cfg.max_eval_examples)
+                           show=True, max_examples=cfg.max_eval_examples, **(evaluate_options or {}))
         write_model_card(out_dir, cfg, kind, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # here, not in train(): it destroys the process group the barriers above need
@@ -296,10 +296,15 @@ def finetune(config: str | Path | None = None, **options: Any) -> dict[str, Any]
     return _train_run(cfg, "finetune")
 
 
-def distill(config: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """Distill ``teacher`` into ``student`` with ``method``; returns the run's metrics."""
+def distill(config: str | Path | None = None, evaluate_options: dict[str, Any] | None = None,
+            **options: Any) -> dict[str, Any]:
+    """Distill ``teacher`` into ``student`` with ``method``; returns the run's metrics.
+
+    ``evaluate_options`` are :func:`evaluate`'s keywords for the evaluation that ends the run, e.g.
+    ``{"explanations": True}``: scoring explanations there saves evaluating the run a second time.
+    """
     cfg = resolve_config(config, **options)
-    return _train_run(cfg, "distill")
+    return _train_run(cfg, "distill", evaluate_options)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

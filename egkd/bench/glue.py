@@ -424,6 +424,9 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     run = Path(grid.teacher_dir(unit.task)) if unit.student is None else unit.run_dir(grid.out)
     finished = is_finished(run)
     external = unit.student is None and unit.task in grid.teachers
+    # a student is scored once, by the evaluation that ends its training, explanations included; the teacher's
+    # own faithfulness is left out (the same for every unit of a task, and half the scoring time)
+    scoring = {"explanations": True, "max_explain_examples": grid.explain_examples, "teacher_faithfulness": False}
     if external:  # used as it is: it was not trained with this grid's settings, so they are not checked
         if not finished:
             raise EgkdError(f"--teachers gives {run} for {unit.task}, but it is not a finished run (no metrics.json "
@@ -436,13 +439,10 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
         if unit.student is None:
             api.finetune(**opts)
         else:
-            api.distill(**opts)
-    if unit.student is None:
-        metrics = json.loads((run / "metrics.json").read_text())
-    else:
-        # the teacher's own faithfulness is not recorded: the same for every unit of a task, half the scoring time
-        metrics = api.evaluate(run, explanations=True, max_explain_examples=grid.explain_examples, show=False,
-                               max_examples=grid.max_eval_examples, teacher_faithfulness=False)
+            api.distill(**opts, evaluate_options=scoring)
+    metrics = json.loads((run / "metrics.json").read_text())
+    if unit.student is not None and "explanations" not in metrics:  # finished but never scored (cut off between)
+        metrics = api.evaluate(run, show=False, max_examples=grid.max_eval_examples, **scoring)
     return make_record(unit, run, grid.out, options, metrics)
 
 

@@ -546,6 +546,43 @@ def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, caps
     assert not read_results(tmp_path / "third")
 
 
+def test_a_unit_is_scored_once_and_a_finished_unscored_run_is_scored_without_training(grid_out, tmp_path,
+                                                                                      monkeypatch):
+    """A unit was evaluated twice (at the end of its training, then again for its explanations): once now."""
+    from egkd import api
+
+    first, args = grid_out
+    out = tmp_path / "once"
+    flags = [a if a != first else out for a in args]
+    flags[flags.index("--methods") + 1], flags[flags.index("--seeds") + 1] = "kd", "1"
+    flags += ["--teachers", f"rte={first / 'teachers' / 'rte'}"]
+    calls = []
+    real = api.evaluate
+
+    def counted(*a, **kw):
+        calls.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(api, "evaluate", counted)
+    assert cli_main(*flags) == 0
+    assert len(calls) == 1 and calls[0]["explanations"] and calls[0]["teacher_faithfulness"] is False
+    rec = read_results(out)["rte/layers-1/kd/seed42"]
+    assert -1 <= rec["consistency"] <= 1 and rec["comprehensiveness"] is not None
+    # cut off after training, before scoring: the finished run is scored, not trained again
+    run = out / rec["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["explanations"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (out / "results.jsonl").write_text("".join(to_line(r) + "\n" for k, r in read_results(out).items()
+                                               if k != rec["key"]))
+    stamp = (run / "model.safetensors").stat().st_mtime_ns
+    calls.clear()
+    assert cli_main(*flags) == 0
+    assert len(calls) == 1 and (run / "model.safetensors").stat().st_mtime_ns == stamp
+    again = read_results(out)["rte/layers-1/kd/seed42"]
+    assert again["consistency"] == rec["consistency"] and again["predictions"] == rec["predictions"]
+
+
 def test_a_record_line_drops_a_whole_split_idx_and_float_noise_and_reads_back_whole(tmp_path):
     whole = {"key": "stsb/a", "idx": [0, 1, 2], "predictions": [0.123456789, 2.0, 4.9999999]}
     part = {"key": "rte/b", "idx": [3, 1], "predictions": [1, 0]}
