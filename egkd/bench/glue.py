@@ -612,8 +612,9 @@ def estimate(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     like: dict[tuple[str, ...], list[float]] = {}
     for rec in done.values():
         if rec.get("train_seconds") and not rec.get("same_as"):  # a twin's record repeats another unit's time
-            for key in ((rec["task"], str(rec["student"]), rec["method"]), (rec["task"], rec["method"])):
-                like.setdefault(key, []).append(rec["train_seconds"])
+            like.setdefault((rec["task"], str(rec["student"]), rec["method"]), []).append(rec["train_seconds"])
+            if rec["student"] is not None:  # a teacher (method ft) is timed by teachers only, students by students
+                like.setdefault((rec["task"], rec["method"]), []).append(rec["train_seconds"])
     median = {k: statistics.median(v) for k, v in like.items()}
 
     def over_kd(method: str) -> float | None:
@@ -627,10 +628,11 @@ def estimate(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     for u in grid.units():
         if not unfinished(grid, done, u) or (u.kind != "teacher" and pending_twin(grid, done, u)):
             continue
-        ratio = over_kd(u.method) if (u.task, "kd") in median else None
+        student = u.student is not None
+        ratio = over_kd(u.method) if student and (u.task, "kd") in median else None
         for source, value in zip(sources, (median.get((u.task, str(u.student), u.method)),
-                                           median.get((u.task, u.method)), ratio and ratio * median[(u.task, "kd")],
-                                           0.0), strict=True):
+                                           median.get((u.task, u.method)) if student else None,
+                                           ratio and ratio * median[(u.task, "kd")], 0.0), strict=True):
             if value is not None:
                 seconds += value
                 how[source] += 1

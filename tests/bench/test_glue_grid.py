@@ -129,6 +129,10 @@ def test_dry_run_estimates_the_training_left_from_units_like_it(tmp_path):
             "cost over KD's on other tasks, 6 not estimated") in line
     assert estimate(Grid(out=tmp_path, tasks=["cola"], methods=["kd"], students=["layers:1,3,5"], seeds={},
                          teachers={"cola": str(tmp_path)}), done) == "nothing left to train"
+    # a teacher is timed by teachers only: a gold-label student (method ft as well) says nothing of it
+    ft_only = dict([rec("stsb", "layers:1,3,5", "ft", 42, 80)])
+    line = estimate(Grid(out=tmp_path, tasks=["stsb"], methods=["ft"], students=["layers:2,5"], seeds={}), ft_only)
+    assert "1 by another student's, 1 not estimated" in line
 
 
 def test_an_option_missing_from_an_older_record_counts_as_its_default():
