@@ -208,6 +208,36 @@ def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
     return header, rows, averages
 
 
+def summary_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
+                 averages: dict[tuple[str, str], float]) -> tuple[str, list[str], list[list[str]]] | None:
+    """The one table a reader looks for first: the student with results on the most tasks, every method as a row,
+    each task's mean main metric with its difference to KD (``*``: the interval excludes zero), the average,
+    and the mean consistency. The per-task tables below hold the spreads, intervals and the other students."""
+    coverage = Counter(s for t in stats.values() for s, _ in t)
+    if not coverage:
+        return None
+    student = min(coverage, key=lambda s: (-coverage[s], s))
+    header = ["method", *[get_task(t).folder for t in tasks], "average", "consistency (mean)"]
+    rows = [["(teacher)", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
+             _fmt(_mean([teachers[t]["score"] for t in tasks if t in teachers])), "-"]]
+    kd_avg = averages.get((student, "kd"))
+    baselines = ["kd", "ft", "pkd", "adkd"]  # the methods a reader knows first, then the explanation families
+    methods = sorted({m for t in stats.values() for s, m in t if s == student},
+                     key=lambda m: (baselines.index(m) if m in baselines else len(baselines), m))
+    for method in methods:
+        cells = []
+        for t in tasks:
+            st = stats[t].get((student, method))
+            d = st and st["diff"]
+            cells.append("-" if st is None else _fmt(st["score"]) + (
+                f" ({d.delta:+.2f}{'*' if d.significant else ''})" if d else ""))
+        avg = averages.get((student, method))
+        gap = f" ({avg - kd_avg:+.2f})" if avg is not None and kd_avg is not None and method != "kd" else ""
+        cons = _mean([stats[t][(student, method)]["consistency"] for t in tasks if (student, method) in stats[t]])
+        rows.append([method, *cells, "(incomplete)" if avg is None else _fmt(avg) + gap, _fmt(cons)])
+    return student, header, rows
+
+
 def headroom_note(tasks: list[str], teachers: dict[str, dict], floors: dict[str, float]) -> str:
     """Which tasks leave little room over the majority class, and what one dev example is worth there."""
     tight = [t for t in tasks if t in teachers and teachers[t]["score"] - floors[t] < 10]
@@ -533,6 +563,13 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     header, rows, averages = average_rows(tasks, teachers, stats, main_floor)
     parts.append("## Average over tasks (main metric)\n\n" + headroom_note(tasks, teachers, main_floor)
                  + to_markdown(header, rows))
+    summary = summary_rows(tasks, teachers, stats, averages)
+    if summary:
+        student, s_header, s_rows = summary
+        parts.insert(2, f"## Summary: student `{student}`\n\nEach task's main metric (mean over seeds; "
+                     "RTE, SST-2 accuracy, MRPC F1, STS-B Pearson, CoLA Matthews) and, in brackets, the difference to "
+                     "KD; `*`: its 95 % interval excludes zero. The average is over the tasks every row has.\n\n"
+                     + to_markdown(s_header, s_rows))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
     if out:
         out = Path(out)
