@@ -208,6 +208,16 @@ def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
     return header, rows, averages
 
 
+def coverage_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -> tuple[list[str], list[list[str]]]:
+    """Seeds finished per (student, method) and task: what a session planning the rest of a grid reads first."""
+    header = ["student", "method", *[get_task(t).folder for t in tasks], "seeds in all"]
+    rows = []
+    for student, method in sorted({(s, m) for _, s, m in groups}):
+        n = [len(groups.get((t, student, method), [])) for t in tasks]
+        rows.append([student, method, *[str(k) if k else "-" for k in n], str(sum(n))])
+    return header, rows
+
+
 def summary_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
                  averages: dict[tuple[str, str], float]) -> tuple[str, list[str], list[list[str]]] | None:
     """The one table a reader looks for first: the student with results on the most tasks, every method as a row,
@@ -533,6 +543,9 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(roots, records))
+    header, rows = coverage_rows(tasks, groups)
+    parts.append("## Coverage\n\nSeeds finished per student, method and task (tuning tries not counted; `-`: not "
+                 "run). The grid commands above resume where these stop.\n\n" + to_markdown(header, rows))
     stats: dict[str, dict[tuple[str, str], dict]] = {}
     labels_of = DevLabels(data_dir)
     floors = {}  # each task's majority-class floor, every metric (None for regression)

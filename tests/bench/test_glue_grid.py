@@ -234,7 +234,7 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     text = page.read_text()
     assert "## RTE (dev, main metric accuracy)" in text and "| (teacher) | ft | 1 |" in text
     assert "| (majority class) | - | - |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| layers:1 | egkd-gradient |"))
+    row = next(line for line in text.splitlines() if line.startswith("| layers:1 | egkd-gradient |") and "±" in line)
     assert "[" in row and " ± " in row  # two seeds: mean ± std, a bootstrap interval vs KD
     # the summary on top repeats the row's mean and its difference to KD, KD first
     summary = text.split("## Summary: student `layers:1`")[1].split("## Protocol")[0]
@@ -245,6 +245,8 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "--seeds rte=2 --teacher-model config:layers=2,hidden=64,heads=2 --explain-examples 16" in text
     assert text.count("units finished") == 1 and "5 of 5 units finished" in text
     assert "## Targets" in text and "consistency >= 0.6 on every task" in text
+    coverage = text.split("## Coverage")[1].split("##")[0]
+    assert "| layers:1 | egkd-gradient | 2 | 2 |" in coverage and "| layers:1 | kd | 2 | 2 |" in coverage
     assert "Per family: egkd-gradient ahead of KD on " in text and "1 of the tasks where both ran" in text
     assert "## One-off teacher cache cost" in text
     assert "| rte | gradient, explainer gxi, target pred | 48 |" in text
@@ -271,7 +273,7 @@ def test_report_merges_folders_and_refuses_a_unit_in_two(grid_out, glue_dir, tmp
     page = tmp_path / "page.md"
     assert cli_main("report", cpu, gpu, "--out", page, "--resamples", "200", "--data-dir", glue_dir) == 0
     text = page.read_text()
-    row = next(line for line in text.splitlines() if line.startswith("| layers:1 | egkd-gradient |"))
+    row = next(line for line in text.splitlines() if line.startswith("| layers:1 | egkd-gradient |") and "±" in line)
     assert "| 2 |" in row  # seed 42 from one folder, seed 43 from the other
     assert f"Grids run into `{cpu}`" in text and f"Grids run into `{gpu}`" in text
     assert "units ran on several devices" in text and "+ Test GPU" in text
