@@ -140,6 +140,15 @@ def student_options(student: str, method: str) -> dict[str, Any]:
     return opts
 
 
+def pairs_with(student: str, method: str) -> bool:
+    """Whether ``method`` can train ``student``. PKD and AD-KD feed the student's input ids to the teacher (hidden
+    states, attributions), so a student with its own vocabulary (BiLSTM, CNN, a ``config:`` with a trained
+    tokenizer) cannot run them; the grid leaves those pairs out instead of recording a failure per unit."""
+    from egkd.models.students import needs_texts  # lazy: torch and transformers load only when a grid runs
+
+    return not (needs_texts(student) and METHOD_OPTIONS[method]["method"] in ("pkd", "adkd"))
+
+
 @dataclass(frozen=True)
 class Unit:
     """One run of the grid. ``student`` is None for the teacher; ``setting`` indexes TUNING_GRID."""
@@ -213,15 +222,20 @@ class Grid:
         """Run order; tuning units come before the seeds they decide."""
         for task in self.tasks:
             yield teacher_unit(task)
+            pairs = [(s, m) for s in self.students for m in self.methods if pairs_with(s, m)]
             if self.tune:
-                for student in self.students:
-                    for method in self.methods:
-                        for i in range(len(tuning_grid(task, method))):
-                            yield Unit(task, student, method, FIRST_SEED, setting=i)
+                for student, method in pairs:
+                    for i in range(len(tuning_grid(task, method))):
+                        yield Unit(task, student, method, FIRST_SEED, setting=i)
             for s in range(self.seeds.get(task, 1)):
-                for student in self.students:
-                    for method in self.methods:
-                        yield Unit(task, student, method, FIRST_SEED + s)
+                for student, method in pairs:
+                    yield Unit(task, student, method, FIRST_SEED + s)
+
+    def unpaired(self) -> str:
+        """One line naming the (student, method) pairs the grid leaves out, or '' when it runs every pair."""
+        left_out = [f"{m} with {s}" for s in self.students for m in self.methods if not pairs_with(s, m)]
+        return (f"not run: {', '.join(left_out)} (PKD and AD-KD feed the student's inputs to the teacher, which needs "
+                "the teacher's tokenizer)") if left_out else ""
 
     def options(self, unit: Unit, setting: dict[str, Any] | None = None) -> dict[str, Any]:
         """The RunConfig options of ``unit`` (for students: ``setting`` is the tuned one, or the tuning try)."""
@@ -749,6 +763,8 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     grid.out.mkdir(parents=True, exist_ok=True)
     done = read_results(grid.out)
     units = list(grid.units())
+    if grid.unpaired():
+        console.print(f"[yellow]{grid.unpaired()}[/]")
     if dry_run:
         console.print(plan_table(grid, done), soft_wrap=True)  # a Markdown table: one line per row, unwrapped
         console.print(estimate(grid, done), soft_wrap=True)

@@ -91,6 +91,22 @@ def test_grid_order_and_settings(tmp_path):
     assert Grid.from_description(tmp_path, fast.describe()).learning_rate == 3e-4
 
 
+def test_a_grid_leaves_out_the_pairs_a_student_cannot_run(tmp_path, capsys):
+    """PKD and AD-KD need the teacher's tokenizer: the issue's grid names bilstm beside them, so those pairs are left
+    out (and said so) rather than failing once per unit."""
+    grid = Grid(out=tmp_path, tasks=["rte"], methods=["kd", "pkd", "adkd"], students=["layers:1,3,5", "bilstm"],
+                seeds={"rte": 1}, tune=True)
+    students = {(u.student, u.method) for u in grid.units() if u.student}
+    assert students == {("layers:1,3,5", "kd"), ("layers:1,3,5", "pkd"), ("layers:1,3,5", "adkd"), ("bilstm", "kd")}
+    assert grid.unpaired().startswith("not run: pkd with bilstm, adkd with bilstm (")
+    assert Grid(out=tmp_path, tasks=["rte"], methods=["pkd"], students=["layers:1,3,5"], seeds={}).unpaired() == ""
+    assert cli_main("bench", "glue", "--tasks", "rte", "--methods", "kd,pkd", "--students", "cnn", "--seeds", "1",
+                     "--out", str(tmp_path), "--dry-run") == 0
+    shown = capsys.readouterr()
+    out = shown.out + shown.err
+    assert "not run: pkd with cnn" in out and "rte/cnn/kd/seed42" in out and "rte/cnn/pkd" not in out
+
+
 def test_kd_tunes_alpha_on_a_regression_task(tmp_path):
     """Regression KD is an MSE between outputs, which no temperature enters: its three tries must differ there."""
     grid = Grid(out=tmp_path, tasks=["stsb", "rte"], methods=["kd", "egkd-gradient"], students=["layers:1,3,5"],
