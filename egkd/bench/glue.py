@@ -654,6 +654,8 @@ def estimate(grid: Grid, done: dict[str, dict[str, Any]]) -> str:
     n = sum(how.values())
     if not n:
         return "nothing left to train"
+    if how[sources[-1]] == n:
+        return f"{n} unit(s) to train: no estimate, nothing like them recorded yet"
     bound = "more than " if how[sources[-1]] else ""
     return (f"{n} unit(s) to train: {bound}{seconds / 3600:.1f} hours of training in one process at the "
             f"recorded speed ({', '.join(f'{k} {source}' for source, k in how.items() if k)}); scoring adds "

@@ -149,6 +149,10 @@ def test_dry_run_estimates_the_training_left_from_units_like_it(tmp_path):
     ft_only = dict([rec("stsb", "layers:1,3,5", "ft", 42, 80)])
     line = estimate(Grid(out=tmp_path, tasks=["stsb"], methods=["ft"], students=["layers:2,5"], seeds={}), ft_only)
     assert "1 by another student's, 1 not estimated" in line
+    # nothing like it recorded at all: no number rather than "more than 0.0 hours"
+    line = estimate(Grid(out=tmp_path, tasks=["rte"], methods=["adkd"], students=["layers:1,3,5"], seeds={},
+                         teachers={"rte": str(tmp_path)}), done)
+    assert line == "1 unit(s) to train: no estimate, nothing like them recorded yet"
 
 
 def test_an_option_missing_from_an_older_record_counts_as_its_default():
