@@ -43,6 +43,7 @@ METHODS: dict[str, tuple[str, str | None, bool]] = {
     "egkd-perturbation": ("egkd", "perturbation", True),
     "egkd-selection": ("egkd", "selection", True),
     "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True),
+    "egkd-all": ("egkd", "gradient+perturbation+selection", True),  # the grid's egkd-all: every family at once
     "adkd": ("adkd", None, False),
 }
 
