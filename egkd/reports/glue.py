@@ -218,15 +218,26 @@ def coverage_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -
     return header, rows
 
 
-def summary_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
-                 averages: dict[tuple[str, str], float]) -> tuple[str, list[str], list[list[str]]] | None:
-    """The one table a reader looks for first: the student with results on the most tasks, every method as a row,
-    each task's mean main metric with its difference to KD (``*``: the interval excludes zero), the average,
-    and the mean consistency. The per-task tables below hold the spreads, intervals and the other students."""
+def summary_students(stats: dict[str, dict[tuple[str, str], dict]]) -> list[str]:
+    """The students worth a summary table, the one with results on the most (task, method) pairs first (the
+    page's main student); after it every other student that ran KD and another method on at least two tasks."""
     coverage = Counter(s for t in stats.values() for s, _ in t)
     if not coverage:
-        return None
-    student = min(coverage, key=lambda s: (-coverage[s], s))
+        return []
+    ranked = sorted(coverage, key=lambda s: (-coverage[s], s))
+
+    def compared(student: str) -> bool:
+        both = [t for t in stats.values() if (student, "kd") in t and any(s == student and m != "kd" for s, m in t)]
+        return len(both) >= 2
+    return ranked[:1] + [s for s in ranked[1:] if compared(s)]
+
+
+def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
+                 stats: dict[str, dict[tuple[str, str], dict]],
+                 averages: dict[tuple[str, str], float]) -> tuple[list[str], list[list[str]]]:
+    """The one table a reader looks for first: one student, every method as a row, each task's mean main metric
+    with its difference to KD (``*``: the interval excludes zero), the average, and the mean consistency. The
+    per-task tables below hold the spreads, intervals and the other columns."""
     header = ["method", *[get_task(t).folder for t in tasks], "average", "consistency (mean)"]
     rows = [["(teacher)", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
              _fmt(_mean([teachers[t]["score"] for t in tasks if t in teachers])), "-"]]
@@ -245,7 +256,7 @@ def summary_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
         gap = f" ({avg - kd_avg:+.2f})" if avg is not None and kd_avg is not None and method != "kd" else ""
         cons = _mean([stats[t][(student, method)]["consistency"] for t in tasks if (student, method) in stats[t]])
         rows.append([method, *cells, "(incomplete)" if avg is None else _fmt(avg) + gap, _fmt(cons)])
-    return student, header, rows
+    return header, rows
 
 
 def headroom_note(tasks: list[str], teachers: dict[str, dict], floors: dict[str, float]) -> str:
@@ -576,13 +587,12 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     header, rows, averages = average_rows(tasks, teachers, stats, main_floor)
     parts.append("## Average over tasks (main metric)\n\n" + headroom_note(tasks, teachers, main_floor)
                  + to_markdown(header, rows))
-    summary = summary_rows(tasks, teachers, stats, averages)
-    if summary:
-        student, s_header, s_rows = summary
-        parts.insert(2, f"## Summary: student `{student}`\n\nEach task's main metric (mean over seeds; "
-                     "RTE, SST-2 accuracy, MRPC F1, STS-B Pearson, CoLA Matthews) and, in brackets, the difference to "
-                     "KD; `*`: its 95 % interval excludes zero. The average is over the tasks every row has.\n\n"
-                     + to_markdown(s_header, s_rows))
+    for i, student in enumerate(summary_students(stats)):
+        intro = ("Each task's main metric (mean over seeds; RTE, SST-2 accuracy, MRPC F1, STS-B Pearson, CoLA "
+                 "Matthews) and, in brackets, the difference to KD; `*`: its 95 % interval excludes zero. The average "
+                 "is over the tasks every row has." if i == 0 else "The same table for another student.")
+        parts.insert(2 + i, f"## Summary: student `{student}`\n\n{intro}\n\n"
+                     + to_markdown(*summary_rows(student, tasks, teachers, stats, averages)))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
     if out:
         out = Path(out)

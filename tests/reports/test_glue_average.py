@@ -1,10 +1,13 @@
-"""The results page's average table: the teacher, each task's headroom over the majority class, the averages."""
+"""The results page's average table (the teacher, each task's headroom over the majority class, the averages) and
+its summary tables (one per student compared with KD)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from egkd.reports.glue import average_rows, headroom_note
+from egkd.reports.glue import average_rows, headroom_note, summary_rows, summary_students
 
 
 def test_average_table_shows_each_tasks_headroom_and_averages_complete_rows():
@@ -24,3 +27,28 @@ def test_average_table_shows_each_tasks_headroom_and_averages_complete_rows():
     note = headroom_note(["rte", "stsb"], teachers, floors)
     assert "RTE 5.00 points (one dev example: 0.40 accuracy points)" in note and "STS-B" not in note
     assert headroom_note(["stsb"], teachers, floors) == ""
+
+
+def test_a_summary_for_the_main_student_and_each_other_student_compared_with_kd_on_two_tasks():
+    def st(score, delta=None, significant=False):
+        diff = SimpleNamespace(delta=delta, significant=significant) if delta is not None else None
+        return {"score": score, "diff": diff, "consistency": 0.1}
+    stats = {"rte": {("main", "kd"): st(50), ("main", "egkd-gradient"): st(53, 3.0, True),
+                     ("small", "kd"): st(40), ("small", "ft"): st(41, 1.0), ("one", "kd"): st(40),
+                     ("one", "ft"): st(40, 0.0), ("nokd", "ft"): st(40), ("nokd", "pkd"): st(40)},
+             "stsb": {("main", "kd"): st(80), ("main", "egkd-gradient"): st(79, -1.0), ("main", "pkd"): st(80, 0.0),
+                      ("small", "kd"): st(70), ("small", "ft"): st(69, -1.0), ("one", "kd"): st(70),
+                      ("nokd", "ft"): st(70), ("nokd", "pkd"): st(70)}}
+    # "one" ran another method beside KD on RTE only, "nokd" never ran KD: no table for them
+    assert summary_students(stats) == ["main", "small"]
+    assert summary_students({}) == []
+    averages = {("small", "kd"): 55.0, ("small", "ft"): 55.0}
+    teachers = {"rte": {"score": 60.0}, "stsb": {"score": 85.0}}
+    header, rows = summary_rows("small", ["rte", "stsb"], teachers, stats, averages)
+    assert header == ["method", "RTE", "STS-B", "average", "consistency (mean)"]
+    assert rows == [["(teacher)", "60.00", "85.00", "72.50", "-"], ["kd", "40.00", "70.00", "55.00", "0.10"],
+                    ["ft", "41.00 (+1.00)", "69.00 (-1.00)", "55.00 (+0.00)", "0.10"]]
+    main = summary_rows("main", ["rte", "stsb"], teachers, stats, {})[1]
+    assert [r[0] for r in main] == ["(teacher)", "kd", "pkd", "egkd-gradient"]  # the baselines first
+    assert main[3][1:4] == ["53.00 (+3.00*)", "79.00 (-1.00)", "(incomplete)"]
+    assert main[2][1] == "-"  # PKD did not run on RTE
