@@ -367,19 +367,23 @@ def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str
 
 
 def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """The one-off cost of every teacher cache the grid's runs used (each entry once)."""
-    seen: dict[str, tuple[str, dict[str, Any]]] = {}
-    for r in records.values():
+    """The one-off cost of every teacher cache the grid's runs used (each entry once), with the first unit that used
+    it: a task has one entry per teacher build (a teacher rebuilt on a fresh machine gets new caches) and per
+    student vocabulary, and the first user says which build a row is and when it was made."""
+    seen: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    for r in sorted(records.values(), key=lambda r: r["finished"]):
         for entry in (r.get("teacher_caches") or {}).values():
-            seen.setdefault(entry["key"], (r["task"], entry))
+            seen.setdefault(entry["key"], (r["task"], entry, r))
     rows = []
-    for task, e in sorted(seen.values(), key=lambda te: (list(TASK_PLAN).index(te[0]), te[1]["spec"].get("family"))):
+    for task, e, first in sorted(seen.values(), key=lambda te: (list(TASK_PLAN).index(te[0]),
+                                                                 te[1]["spec"].get("family"), te[2]["finished"])):
         spec = e["spec"]
         what = ", ".join([spec.get("family", "?")] + [f"{k} {spec[k]}" for k in ("explainer", "target", "units")
                                                       if k in spec])
         per_k = 1000 * e["seconds"] / max(1, e["rows"])
-        rows.append([task, what, str(e["rows"]), f"{e['seconds']:.0f}", f"{per_k:.1f}"])
-    return ["task", "cache", "examples", "seconds (once)", "s per 1,000 examples"], rows
+        rows.append([task, what, str(e["rows"]), f"{e['seconds']:.0f}", f"{per_k:.1f}",
+                     f"{first['key']} ({first['finished'][:10]})"])
+    return ["task", "cache", "examples", "seconds (once)", "s per 1,000 examples", "first used by"], rows
 
 
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -269,8 +269,12 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "| layers:1 | egkd-gradient | 2 | 2 |" in coverage and "| layers:1 | kd | 2 | 2 |" in coverage
     assert "Per family: egkd-gradient ahead of KD on " in text and "1 of the tasks where both ran" in text
     assert "## One-off teacher cache cost" in text
-    assert "| rte | gradient, explainer gxi, target pred | 48 |" in text
-    assert "| rte | logits, target pred | 48 |" in text
+    caches = text.split("## One-off teacher cache cost")[1].split("##")[0]
+    gradient = next(line for line in caches.splitlines() if line.startswith("| rte | gradient, explainer gxi, target "
+                                                                            "pred | 48 |"))
+    assert "| rte/layers-1/egkd-gradient/seed42 (" in gradient  # the first unit that used it, and when
+    logits = next(line for line in caches.splitlines() if line.startswith("| rte | logits, target pred | 48 |"))
+    assert "| rte/layers-1/kd/seed42 (" in logits
     for name in ("results-metric-vs-cost.png", "results-metric-vs-consistency.png", "results-rte.csv"):
         assert (page.parent / name).stat().st_size > 0, name
 
