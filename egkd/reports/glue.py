@@ -594,7 +594,8 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     for i, student in enumerate(summary_students(stats)):
         intro = ("Each task's main metric (mean over seeds; RTE, SST-2 accuracy, MRPC F1, STS-B Pearson, CoLA "
                  "Matthews) and, in brackets, the difference to KD; `*`: its 95 % interval excludes zero. The average "
-                 "is over the tasks every row has." if i == 0 else "The same table for another student.")
+                 "is over the tasks every row has." if i == 0 else
+                 "The same table for another student; how many seeds each cell holds: the Coverage table.")
         parts.insert(2 + i, f"## Summary: student `{student}`\n\n{intro}\n\n"
                      + to_markdown(*summary_rows(student, tasks, teachers, stats, averages)))
     parts.append("## Targets\n\n" + "\n".join(targets(tasks, teachers, stats, averages, devices)) + "\n")
