@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from egkd.bench.glue import read_results
+from egkd.bench.records import read_results
 from egkd.data.tasks import get_task
 from egkd.reports.glue import DevLabels, groups_of, versus
 

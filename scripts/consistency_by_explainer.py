@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from egkd import api
-from egkd.bench.glue import Unit, is_finished, read_predictions, read_results
+from egkd.bench.glue import Unit, is_finished
+from egkd.bench.records import read_predictions, read_results
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator
 from egkd.evaluation.explanations import explanation_report

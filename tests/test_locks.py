@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from egkd.bench.glue import Unit, append_record, read_results, results_lock, unit_lock
+from egkd.bench.glue import Unit, unit_lock
+from egkd.bench.records import append_record, read_results, results_lock
 from egkd.locks import exclusive
 
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import re
 import shutil
 import statistics
@@ -38,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from egkd.bench.records import append_record, make_record, read_results, results_lock
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
@@ -284,45 +283,7 @@ class Grid:
         return line + f" --out {self.out}"
 
 
-# ------------------------------------------------------------------------------------------------ results
-def read_results(out: Path) -> dict[str, dict[str, Any]]:
-    """key -> record of every finished unit (the last line wins if a unit was recorded twice)."""
-    path = out / "results.jsonl"
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = from_line(line)
-            except json.JSONDecodeError:  # a line cut by a crash mid-write: that unit simply runs again
-                console.print(f"[yellow]{path}:{n} is not valid JSON (an interrupted write?); ignoring it[/]")
-                continue
-            records[rec["key"]] = rec
-    return records
-
-
-def to_line(record: dict[str, Any]) -> str:
-    """One results.jsonl line, written small enough to commit although it keeps every dev prediction (Part 6):
-    ``idx`` is left out when it is 0..n-1 (a whole dev split, the usual case), and a regression prediction keeps
-    5 decimals (STS-B's 0-5 scale: the recorded metrics come from full precision, and 1e-5 moves a Pearson
-    by under 1e-6). Before this, STS-B's 17-digit floats and the idx lists made up 80 % of the file."""
-    line = dict(record)
-    if "predictions" in line:
-        line["predictions"] = [round(p, 5) if isinstance(p, float) else p for p in line["predictions"]]
-        if line.get("idx") == list(range(len(line["predictions"]))):
-            del line["idx"]
-    return json.dumps(line)
-
-
-def from_line(line: str) -> dict[str, Any]:
-    """The record of one results.jsonl line, ``idx`` filled in where :func:`to_line` left it out."""
-    rec = json.loads(line)
-    if "predictions" in rec and "idx" not in rec:
-        rec["idx"] = list(range(len(rec["predictions"])))
-    return rec
-
-
+# ------------------------------------------------------------------------------------------------ grids
 def read_grids(out: Path) -> list[Grid]:
     """Every grid that was run into ``out`` (``grids.json``), oldest first."""
     path = out / "grids.json"
@@ -338,60 +299,6 @@ def record_grid(grid: Grid) -> None:
         if grid.describe() not in known:
             known.append(grid.describe())
             (grid.out / "grids.json").write_text(json.dumps(known, indent=2))
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "gpu": gpu,
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-
-
-def read_predictions(run: Path, split: str) -> list[dict[str, Any]]:
-    """A run's per-example predictions on ``split`` (one JSON line per example, as ``api.evaluate`` writes them)."""
-    return [json.loads(x) for x in (run / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]
-
-
-def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """One results.jsonl line: the unit, its settings, its metrics and its per-example dev predictions."""
-    spec = get_task(unit.task)
-    split = metrics.get("split", spec.dev_splits[0])
-    rows = read_predictions(run, split)
-    expl = metrics.get("explanations", {})
-    consistency = expl.get("consistency", {})
-    faith = expl.get("faithfulness", {}).get("student", {})
-    training = metrics.get("training", {})
-    return {
-        "key": unit.key, "kind": unit.kind, "task": unit.task, "student": unit.student, "method": unit.method,
-        "seed": unit.seed, "setting": unit.setting, "run": os.path.relpath(run, root),
-        "options": {k: v for k, v in options.items() if k not in ("data_dir", "teacher")},  # log_with kept: harmless
-        "metrics": {k: metrics[k] for k in spec.metrics}, "score": metrics[spec.main_metric],
-        "main_metric": spec.main_metric,
-        "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
-        "consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
-        "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
-        "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
-        "speedup": metrics.get("speedup"),
-        "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),
-        "steps": training.get("steps"), "teacher_caches": training.get("teacher_caches", {}),
-        "idx": [r["idx"] for r in rows], "predictions": [r["prediction"] for r in rows],  # labels: from GLUE
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-    }
-
-
-def append_record(out: Path, record: dict[str, Any]) -> None:
-    """Append one line; a line cut by an earlier crash is closed first, so the new record stays readable."""
-    path = out / "results.jsonl"
-    with results_lock(out):
-        cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        with path.open("a") as f:
-            f.write(("\n" if cut else "") + to_line(record) + "\n")
-
-
-def results_lock(out: Path) -> AbstractContextManager[bool]:
-    """Held while ``results.jsonl`` is appended to or rewritten, so processes sharing ``out`` lose no line."""
-    return exclusive(out / ".locks" / "results.lock")
 
 
 def unit_lock(out: Path, unit: Unit) -> AbstractContextManager[bool]:

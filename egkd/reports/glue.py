@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from egkd.bench.glue import TASK_PLAN, read_results, stale_units
+from egkd.bench.glue import TASK_PLAN, stale_units
+from egkd.bench.records import read_results
 from egkd.data.glue import load_split
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError

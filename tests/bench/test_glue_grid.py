@@ -11,22 +11,19 @@ from conftest import TINY_TEACHER_MODEL, cli_main, load_tensors
 from egkd.bench.glue import (
     Grid,
     Unit,
-    append_record,
     check_finished_run,
     chosen_settings,
     estimate,
-    from_line,
     prerequisites,
     read_grids,
-    read_results,
     recorded,
     split_students,
     stale_units,
     teacher_unit,
-    to_line,
     tuning_tries,
     unit_lock,
 )
+from egkd.bench.records import append_record, from_line, read_results, to_line
 from egkd.errors import EgkdError
 
 pytestmark = pytest.mark.slow
