@@ -28,6 +28,7 @@ def test_cost_bench_times_every_method_on_the_same_batches_and_writes_its_table(
     assert by["egkd-all"]["cache_s_per_1000"] > by["egkd-gradient"]["cache_s_per_1000"] > 0
     saved = json.loads((tmp_path / "cost.json").read_text())
     assert [r["method"] for r in saved["rows"]] == methods and "student layers:1" in saved["title"]
+    assert "1 threads, torch " in saved["title"]  # the machine it ran on, as the grid's records name it
     table = (tmp_path / "cost.md").read_text()
     assert "| egkd-all |" in table and (tmp_path / "cost.csv").is_file()
 
