@@ -553,9 +553,11 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                  f"{n_resamples} resamples, pooled over the seeds both methods ran) excludes zero: only those are "
                  "improvements. Best student value per column in bold. Consistency: mean per-example Spearman of "
                  "gradient x input maps, student vs teacher; AOPC: ERASER comprehensiveness (higher is better) and "
-                 "sufficiency (lower is better) of the student's own maps. Train cost vs KD: wall seconds per epoch of "
-                 "these runs over KD's, teacher caches excluded — on a shared machine this is noisy; `egkd bench "
-                 "cost` measures the same ratio on identical batches in one process.\n")
+                 "sufficiency (lower is better) of the student's own maps, in probability of the predicted "
+                 "class (STS-B: in label units of the raw output, so not comparable across tasks). Train cost vs "
+                 "KD: wall seconds per epoch of these runs over KD's, teacher caches excluded — on a shared "
+                 "machine this is noisy; `egkd bench cost` measures the same ratio on identical batches in one "
+                 "process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(roots, records))
