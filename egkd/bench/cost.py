@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from egkd.bench.records import machine
+from egkd.bench.records import describe_machine, machine
 from egkd.cache import build_teacher_cache
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
@@ -138,8 +138,7 @@ def bench_cost(teacher: str, student: str = "layers:1,3,5", task: str = "sst2", 
               f"{r['vs_kd']:.2f}" if r["vs_kd"] else "-",
               f"{r['vs_kd_live']:.2f}" if r["vs_kd_live"] else "-",
               f"{r['cache_s_per_1000']:.1f}" if r["cache_s_per_1000"] else "-"] for r in rows]
-    host = machine()
-    where = f"{host['cpu']}, {host['threads']} threads, torch {host['torch']}"
+    where = describe_machine({**machine(), "gpu": None})  # the steps run on the CPU even where a GPU exists
     title = (f"egkd bench cost: {spec.name}, teacher {count_parameters(t_built.model) / 1e6:.1f}M params, student "
              f"{student} ({count_parameters(s_built.model) / 1e6:.1f}M), batch {batch_size} x {max_seq_length} "
              f"tokens, {steps} timed steps; {where}")

@@ -67,6 +67,12 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+def describe_machine(host: dict[str, Any]) -> str:
+    """One line for a :func:`machine` dict, as the results page and ``egkd bench cost`` print it."""
+    gpu = f" + {host['gpu']}" if host.get("gpu") else ""
+    return f"{host['cpu']}{gpu} ({host['threads']} threads, torch {host['torch']})"
+
+
 def read_predictions(run: Path, split: str) -> list[dict[str, Any]]:
     """A run's per-example predictions on ``split`` (one JSON line per example, as ``api.evaluate`` writes them)."""
     return [json.loads(x) for x in (run / f"predictions_{split}.jsonl").read_text().splitlines() if x.strip()]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from egkd.bench.glue import TASK_PLAN, stale_units
-from egkd.bench.records import read_results
+from egkd.bench.records import describe_machine, read_results
 from egkd.data.glue import load_split
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
@@ -542,8 +542,7 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     teachers, groups = groups_of(records)
     tasks = [t for t in TASK_PLAN if t in teachers or any(k[0] == t for k in groups)]
     stamp = max(r["finished"] for r in records.values())
-    hosts = sorted({f"{r['machine']['cpu']}" + (f" + {r['machine']['gpu']}" if r['machine'].get('gpu') else "")
-                    + f" ({r['machine']['threads']} threads, torch {r['machine']['torch']})" for r in records.values()})
+    hosts = sorted({describe_machine(r["machine"]) for r in records.values()})
     devices = task_devices(records)
     sources = ", ".join(f"`{root / 'results.jsonl'}`" for root in roots)
     parts = [f"# GLUE comparison\n\nRendered {datetime.now(timezone.utc):%Y-%m-%d} by `egkd report` from "
