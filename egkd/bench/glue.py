@@ -15,9 +15,9 @@ the next seed starts and a partial grid still compares all methods.
 
 Tuning protocol (``--tune``): on the first seed, each method tries the same number of settings (the
 :data:`TUNING_GRID`: the weight of its own extra term, or the KD temperature (on a regression task, where the
-temperature does not enter, KD's weight alpha), or the learning rate for gold-label fine-tuning); the setting
-with the best dev score is fixed for every seed of that (task, student, method). Dev is
-also where results are reported, so tuned numbers are optimistic for every method alike.
+temperature does not enter, KD's weight alpha), or the learning rate for gold-label fine-tuning, at 0.5, 1 and
+2 times the student's own rate); the setting with the best dev score is fixed for every seed of that (task,
+student, method). Dev is also where results are reported, so tuned numbers are optimistic for every method alike.
 """
 
 from __future__ import annotations
@@ -70,9 +70,12 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "egkd-all": {"method": "egkd", "explainer": "gradient+perturbation+selection", "perturb_units": 16},
 }
 
-# Three settings per method: the same tuning budget for the baselines as for egkd.
+# Three settings per method: the same tuning budget for the baselines as for egkd. ft tries its learning rate at
+# these multiples of the student's own rate (student_options): 5e-5, 1e-4, 2e-4 for a transformer student,
+# 5e-4 to 2e-3 for a BiLSTM trained from scratch (a transformer's rates left one at the majority class on CoLA).
+FT_LEARNING_RATE_FACTORS = (0.5, 1.0, 2.0)
 TUNING_GRID: dict[str, list[dict[str, Any]]] = {
-    "ft": [{"learning_rate": lr} for lr in (5e-5, 1e-4, 2e-4)],
+    "ft": [{"learning_rate": f * 1e-4} for f in FT_LEARNING_RATE_FACTORS],  # a transformer student's (1e-4)
     "kd": [{"temperature": t} for t in (1.0, 2.0, 4.0)],
     "pkd": [{"pkd_weight": w} for w in (10.0, 100.0, 500.0)],
     "adkd": [{"adkd_weight": w} for w in (0.3, 1.0, 3.0)],
@@ -89,10 +92,14 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
 REGRESSION_KD_GRID: list[dict[str, Any]] = [{"alpha": a} for a in (0.5, 0.9, 1.0)]
 
 
-def tuning_grid(task: str, method: str) -> list[dict[str, Any]]:
-    """The ``--tune`` settings of ``method`` on ``task`` (the same number, three, for every method)."""
+def tuning_grid(task: str, method: str, student: str) -> list[dict[str, Any]]:
+    """The ``--tune`` settings of ``method`` for ``student`` on ``task`` (the same number, three, for every
+    method)."""
     if method == "kd" and get_task(task).is_regression:
         return REGRESSION_KD_GRID
+    if method == "ft":
+        base = base_learning_rate(student)
+        return [{"learning_rate": float(f"{f * base:.3g}")} for f in FT_LEARNING_RATE_FACTORS]
     return TUNING_GRID[method]
 
 
@@ -128,12 +135,18 @@ def slug(student: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", student).strip("-")
 
 
+def base_learning_rate(student: str) -> float:
+    """The peak learning rate every method trains ``student`` at (unless ``--learning-rate``): randomly
+    initialised students need a larger one than a transformer cut from the teacher."""
+    return {"bilstm": 1e-3, "cnn": 1e-3, "config": 5e-4}.get(student.split(":")[0], 1e-4)
+
+
 def student_options(student: str, method: str) -> dict[str, Any]:
     """Per-architecture training settings: randomly initialised students need a larger learning rate than a
     transformer cut from the teacher, and their explanation terms a gradient cap (``explain_grad_ratio``):
     without it the gradient family's gradient, ~25x KD's at the start, kept a BiLSTM at 56 % on SST-2 (KD 78 %)."""
     kind = student.split(":")[0]
-    opts: dict[str, Any] = {"learning_rate": {"bilstm": 1e-3, "cnn": 1e-3, "config": 5e-4}.get(kind, 1e-4)}
+    opts: dict[str, Any] = {"learning_rate": base_learning_rate(student)}
     if kind in ("bilstm", "cnn", "config") and METHOD_OPTIONS[method]["method"] in ("egkd", "adkd"):
         opts["explain_grad_ratio"] = 1.0
     return opts
@@ -224,7 +237,7 @@ class Grid:
             pairs = [(s, m) for s in self.students for m in self.methods if pairs_with(s, m)]
             if self.tune:
                 for student, method in pairs:
-                    for i in range(len(tuning_grid(task, method))):
+                    for i in range(len(tuning_grid(task, method, student))):
                         yield Unit(task, student, method, FIRST_SEED, setting=i)
             for s in range(self.seeds.get(task, 1)):
                 for student, method in pairs:
@@ -252,7 +265,7 @@ class Grid:
         if self.learning_rate is not None:
             opts["learning_rate"] = self.learning_rate
         if unit.setting is not None:
-            setting = tuning_grid(unit.task, unit.method)[unit.setting]
+            setting = tuning_grid(unit.task, unit.method, unit.student)[unit.setting]
         opts.update(setting or {})
         return opts
 
@@ -323,13 +336,13 @@ def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> 
     tries = [done.get(t.key) for t in tuning_tries(unit)]
     if any(t is None for t in tries):
         raise EgkdError(f"tuning of {unit.key} is not finished")
-    return tuning_grid(unit.task, unit.method)[best_try(tries)["setting"]]  # type: ignore[arg-type]
+    return tuning_grid(unit.task, unit.method, unit.student)[best_try(tries)["setting"]]  # type: ignore[arg-type]
 
 
 def tuning_tries(unit: Unit) -> list[Unit]:
     """The first-seed tuning units whose best score decides ``unit``'s setting, in grid order."""
     return [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i)
-            for i in range(len(tuning_grid(unit.task, unit.method)))]
+            for i in range(len(tuning_grid(unit.task, unit.method, unit.student)))]
 
 
 def best_try(tries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -477,7 +490,7 @@ def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
     the tuning budget saved, and the first seed free when the default wins)."""
     if unit.student is None or unit.seed != FIRST_SEED:
         return None
-    settings = [None, *range(len(tuning_grid(unit.task, unit.method)))] if grid.tune else [None]
+    settings = [None, *range(len(tuning_grid(unit.task, unit.method, unit.student)))] if grid.tune else [None]
     for setting in settings:
         rec = done.get(Unit(unit.task, unit.student, unit.method, unit.seed, setting).key)
         if setting != unit.setting and rec is not None and not differing(options, rec["options"]):

@@ -83,6 +83,10 @@ def test_grid_order_and_settings(tmp_path):
                 tune=True, learning_rate=3e-4)
     assert [fast.options(Unit("rte", s, "kd", 42))["learning_rate"] for s in fast.students] == [3e-4, 3e-4]
     assert fast.options(Unit("rte", "layers:1,3,5", "ft", 42, setting=0))["learning_rate"] == 5e-5
+    # ft's tries scale with the student's own rate: a BiLSTM from scratch at a transformer's rates stayed at
+    # the majority class on CoLA (MCC 0 at every try)
+    assert [fast.options(Unit("rte", s, "ft", 42, setting=i))["learning_rate"]
+            for s in fast.students for i in range(3)] == [5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3]
     assert fast.options(teacher_unit("rte"))["learning_rate"] == 5e-5
     assert " --learning-rate 0.0003 " in fast.command()
     assert Grid.from_description(tmp_path, fast.describe()).learning_rate == 3e-4
