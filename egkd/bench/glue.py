@@ -602,9 +602,14 @@ def record_failure(out: Path, unit: Unit, error: Exception) -> None:
 
 
 def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going: bool,
-             failed: list[Unit]) -> tuple[set[str], bool]:
+             failed: list[Unit], start_over: bool = True) -> tuple[set[str], bool]:
     """Run ``pending`` in order once; returns the units skipped because another process sharing ``out`` holds
-    them or what they wait for, and whether ``deadline`` (``time.monotonic()``) stopped the pass."""
+    them or what they wait for, and whether ``deadline`` (``time.monotonic()``) stopped the pass.
+
+    With ``start_over`` the pass ends early once a unit it skipped has been finished by the other process: the
+    caller starts a new pass, so what waited for that unit (a tuned method's seeds) runs now, in the grid's
+    order, rather than after every later task's units (a ``--max-hours`` session then ended with a task's seeds
+    undone while the next task's tuning ran)."""
     busy: set[str] = set()
     for n, unit in enumerate(pending, 1):
         if deadline is not None and time.monotonic() > deadline:
@@ -612,7 +617,10 @@ def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going
             return busy, True
         if unit in failed or unit.task in {u.task for u in failed if u.student is None}:
             continue  # failed in this process already; no teacher, no students
-        blocker = next((k for k in prerequisites(grid, unit) if k in busy), None)
+        freed = busy & set(read_results(grid.out)) if busy else set()
+        if freed and start_over:
+            return busy, False
+        blocker = next((k for k in prerequisites(grid, unit) if k in busy - freed), None)
         if blocker is not None:
             console.print(f"[yellow]{unit.key} waits for {blocker}, which another process is running: skipped[/]")
             busy.add(unit.key)
@@ -706,7 +714,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     console.print(f"[bold]egkd bench glue[/]: {len(units) - len(pending)} of {len(units)} units done, "
                   f"{len(pending)} to run, results in {grid.out / 'results.jsonl'}")
     while True:
-        busy, out_of_time = run_pass(grid, pending, deadline, keep_going, failed)
+        busy, out_of_time = run_pass(grid, pending, deadline, keep_going, failed, start_over=wait)
         if not busy or not wait or out_of_time or not wait_for_others(grid, units, busy, deadline, poll):
             break
         done = read_results(grid.out)

@@ -633,3 +633,38 @@ def test_a_record_line_drops_a_whole_split_idx_and_float_noise_and_reads_back_wh
     assert back["stsb/a"]["idx"] == [0, 1, 2] and back["stsb/a"]["predictions"] == [0.12346, 2.0, 5.0]
     assert back["rte/b"] == part
     assert whole["idx"] == [0, 1, 2] and whole["predictions"][0] == 0.123456789  # the caller's record untouched
+
+
+def test_a_pass_starts_over_when_a_unit_it_skipped_has_finished_elsewhere(tmp_path, monkeypatch):
+    """Two processes: the seeds of a method whose tuning try ran elsewhere run as soon as that try is recorded, in
+    the grid's order, not after every later task's units (a --max-hours session ended with RTE's seeds undone
+    while MRPC's tuning ran)."""
+    from contextlib import contextmanager
+
+    from egkd.bench import glue
+
+    grid = Grid(out=tmp_path, tasks=["rte", "mrpc"], methods=["kd"], students=["layers:1"],
+                seeds={"rte": 2, "mrpc": 1}, tune=True)
+    held = Unit("rte", "layers:1", "kd", 42, setting=0)
+    seed, later = Unit("rte", "layers:1", "kd", 43), Unit("mrpc", "layers:1", "kd", 42, setting=0)
+    assert held.key in prerequisites(grid, seed)
+    recorded: dict[str, dict] = {}
+    ran: list[str] = []
+
+    @contextmanager
+    def lock(out, unit):
+        if unit == held:  # the other process holds it, and records it while this one goes on
+            recorded[held.key] = {"key": held.key}
+        yield unit != held
+
+    monkeypatch.setattr(glue, "unit_lock", lock)
+    monkeypatch.setattr(glue, "read_results", lambda out: dict(recorded))
+    monkeypatch.setattr(glue, "unfinished", lambda grid, done, unit: unit.key not in done)
+    monkeypatch.setattr(glue, "settle", lambda grid, done, unit: ran.append(unit.key) or {"key": unit.key})
+    monkeypatch.setattr(glue, "append_record", lambda out, rec: recorded.update({rec["key"]: rec}))
+    monkeypatch.setattr(glue, "drop_checkpoint", lambda grid, unit: None)
+    assert glue.run_pass(grid, [held, seed, later], None, True, []) == ({held.key}, False)
+    assert ran == []  # it stopped before the later task's unit, for a new pass that starts with the seed
+    # --no-wait: one pass only; it goes on, and the seed no longer waits for the try that has finished
+    assert glue.run_pass(grid, [held, seed, later], None, True, [], start_over=False) == ({held.key}, False)
+    assert ran == [seed.key, later.key]
