@@ -460,7 +460,14 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
 
 def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
     """How the numbers were made, and how much of the planned grids (of every folder) they cover."""
-    from egkd.bench.glue import FIRST_SEED, FT_LEARNING_RATE_FACTORS, REGRESSION_KD_GRID, TUNING_GRID, read_grids
+    from egkd.bench.glue import (
+        FIRST_SEED,
+        FT_LEARNING_RATE_FACTORS,
+        REGRESSION_KD_GRID,
+        TUNING_GRID,
+        ft_tries,
+        read_grids,
+    )
 
     folders = {root: read_grids(root) for root in roots}
     grids = [g for gs in folders.values() for g in gs]
@@ -484,16 +491,15 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
              f"- Seeds {FIRST_SEED}, {FIRST_SEED + 1}, ...; dev predictions of every run are kept in results.jsonl.",
              "- Explanation metrics on the first 200 dev examples of every run."]
     tuned = sorted({m for g in grids if g.tune for m in g.methods})
-    ft_tries = ("learning_rate=" + ", ".join(f"{f:g}x" for f in FT_LEARNING_RATE_FACTORS)
-                + " the student's (" + ", ".join(f"{t['learning_rate']:g}" for t in TUNING_GRID["ft"])
-                + " for a transformer student)")
+    ft = ("learning_rate=" + ", ".join(f"{f:g}x" for f in FT_LEARNING_RATE_FACTORS) + " the student's ("
+          + ", ".join(f"{t['learning_rate']:g}" for t in ft_tries("layers")) + " for a transformer student)")
     tuned_tasks = [t for t in TASK_PLAN if any(g.tune and t in g.tasks for g in grids)]
     if tuned:
         rest = [t for t in TASK_PLAN if t not in tuned_tasks and any(r["task"] == t for r in records.values())]
         lines.append(f"- Tuning (`--tune`, on {', '.join(tuned_tasks)}"
                      + (f"; {', '.join(rest)} ran every method at the defaults above" if rest else "")
                      + "): on the first seed each method tried the same number of settings ("
-                     + "; ".join(f"{m}: " + (ft_tries if m == "ft" else ", ".join(
+                     + "; ".join(f"{m}: " + (ft if m == "ft" else ", ".join(
                          ",".join(f"{k}={v}" for k, v in t.items()) for t in TUNING_GRID[m])) for m in tuned)
                      + ("; kd on a regression task, where the temperature does not enter its MSE: "
                         + ", ".join(f"alpha={t['alpha']}" for t in REGRESSION_KD_GRID)
