@@ -347,11 +347,10 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
     split = split or spec.dev_splits[0]
     built = load_classifier(str(run), spec, expect_head=True)
     eval_cfg = RunConfig(task=spec.name, data_dir=data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
-    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg, max_examples, all_processes=False)
+    ds, dl = _eval_split(built, spec, split, eval_cfg, max_examples)
     labels = np.asarray(ds["labels"])
     if (labels < 0).all():
         raise EgkdError(f"split {split} of {spec.name} has no labels; use `egkd predict` for test sets")
-    dl = DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, is_regression=spec.is_regression))
     logits = predict_logits(built.model, dl, desc=f"evaluating {run.name}", show=show)
     preds = predictions_from_logits(logits, spec)
     metrics: dict[str, Any] = {"task": spec.name, "split": split, "n_examples": len(ds),
@@ -363,13 +362,7 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
                for i, y, p in zip(ds["idx"], labels, preds, strict=True)]
     if teacher:
         t = load_classifier(teacher, spec, expect_head=True)
-        on_words = not same_tokenizer(t.tokenizer, built.tokenizer)
-        t_ds, t_dl = ds, dl
-        if on_words:  # the teacher reads its own tokenization of the same rows; explanations compare on words
-            t_ds = load_tokenized(spec, split, t.tokenizer, eval_cfg, max_examples, all_processes=False)
-            t_dl = DataLoader(t_ds, batch_size=32, collate_fn=Collator(t.tokenizer, is_regression=spec.is_regression))
-            if list(t_ds["idx"]) != list(ds["idx"]):
-                raise EgkdError("the teacher's and the student's tokenized splits hold different rows")
+        t_ds, t_dl = _teacher_split(t, built, spec, split, eval_cfg, max_examples, ds, dl)
         t_preds = predictions_from_logits(predict_logits(t.model, t_dl, desc="teacher", show=show), spec)
         metrics.update(fidelity(preds, t_preds, spec))
         metrics["teacher"] = {**task_metrics(t_preds, labels, spec), "parameters": count_parameters(t.model),
@@ -378,12 +371,8 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
         metrics["speedup"] = metrics["throughput"] / metrics["teacher"]["throughput"]
         for r, tp in zip(records, t_preds, strict=True):
             r["teacher_prediction"] = float(tp) if spec.is_regression else int(tp)
-        if explanations and on_words:
-            from egkd.evaluation.words import word_consistency
-
-            metrics["explanations"] = word_consistency(built, t, ds, t_ds, spec, explainer, max_explain_examples)
-        elif explanations:
-            metrics["explanations"] = explanation_metrics(built, t, ds, spec, explainer, rationale_file,
+        if explanations:
+            metrics["explanations"] = explanation_metrics(built, t, ds, t_ds, spec, explainer, rationale_file,
                                                           max_explain_examples, show, teacher_faithfulness)
     elif explanations:
         raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
@@ -404,11 +393,37 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
     return metrics
 
 
-def explanation_metrics(student: Built, teacher: Built, ds, spec: TaskSpec, explainer: str,
+def _eval_split(built: Built, spec: TaskSpec, split: str, eval_cfg: RunConfig, max_examples: int | None):
+    """The split tokenized by ``built``'s tokenizer, and its batch-32 loader."""
+    ds = load_tokenized(spec, split, built.tokenizer, eval_cfg, max_examples, all_processes=False)
+    return ds, DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, is_regression=spec.is_regression))
+
+
+def _teacher_split(teacher: Built, student: Built, spec: TaskSpec, split: str, eval_cfg: RunConfig,
+                   max_examples: int | None, ds, dl):
+    """The split as the teacher reads it: the student's own ``(ds, dl)`` when they share a tokenizer, else the
+    teacher's tokenization of the same rows (explanations are then compared on words)."""
+    if same_tokenizer(teacher.tokenizer, student.tokenizer):
+        return ds, dl
+    t_ds, t_dl = _eval_split(teacher, spec, split, eval_cfg, max_examples)
+    if list(t_ds["idx"]) != list(ds["idx"]):
+        raise EgkdError("the teacher's and the student's tokenized splits hold different rows")
+    return t_ds, t_dl
+
+
+def explanation_metrics(student: Built, teacher: Built, ds, t_ds, spec: TaskSpec, explainer: str,
                         rationale_file: str | None, max_examples: int | None, show: bool,
                         teacher_faithfulness: bool = True) -> dict[str, Any]:
     """Consistency, faithfulness (and plausibility with rationales), means only; per-example values are
-    summarised by their mean so metrics.json stays small."""
+    summarised by their mean so metrics.json stays small. ``t_ds`` is the teacher's tokenization of ``ds``'s rows:
+    when it is another dataset (the student has its own vocabulary), consistency is measured on words."""
+    if t_ds is not ds:
+        from egkd.evaluation.words import word_explanations
+
+        if rationale_file is not None:
+            raise EgkdError("--rationales needs a student that shares the teacher's tokenizer (plausibility is "
+                            "measured on its token maps); leave it out for a student with its own vocabulary")
+        return word_explanations(student, teacher, ds, t_ds, spec, explainer, max_examples, teacher_faithfulness)
     from egkd.evaluation.explanations import explanation_report, to_jsonable
 
     report = explanation_report(student.model, teacher.model, ds, Collator(student.tokenizer, spec.is_regression),
@@ -422,6 +437,35 @@ def explanation_metrics(student: Built, teacher: Built, ds, spec: TaskSpec, expl
         return d
 
     return to_jsonable(strip(report))
+
+
+def rescore_explanations(run_dir: str | Path, explainer: str = "gxi", max_explain_examples: int | None = None,
+                         teacher_faithfulness: bool = True, max_examples: int | None = None,
+                         show: bool = True) -> dict[str, Any]:
+    """Score only the explanations of a finished run against its teacher and update ``metrics.json``.
+
+    Why not :func:`evaluate`: it also re-measures throughput (and so the speed-up recorded beside the run's
+    training), which a grid that gains a new explanation metric must not change; the dev predictions and every
+    other metric are left as they are. Returns the updated metrics.
+    """
+    run = Path(run_dir)
+    path = run / "metrics.json"
+    cfg = read_run_config(run)
+    if cfg is None or not path.is_file() or not cfg.teacher:
+        raise EgkdError(f"{run} is not a finished distillation run (config.yaml with a teacher, metrics.json): "
+                        "train it first, or score it with `egkd evaluate --teacher`")
+    spec = get_task(cfg.task)
+    metrics = json.loads(path.read_text())
+    split = metrics.get("split", spec.dev_splits[0])
+    built = load_classifier(str(run), spec, expect_head=True)
+    t = load_classifier(cfg.teacher, spec, expect_head=True)
+    eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
+    ds, dl = _eval_split(built, spec, split, eval_cfg, max_examples)
+    t_ds, _ = _teacher_split(t, built, spec, split, eval_cfg, max_examples, ds, dl)
+    metrics["explanations"] = explanation_metrics(built, t, ds, t_ds, spec, explainer, None, max_explain_examples,
+                                                  show, teacher_faithfulness)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------------- predict

@@ -167,11 +167,12 @@ def evaluate(
 
         e = m["explanations"]
         line = (f"explanations ({explainer}): consistency spearman {e['consistency']['spearman']:.3f}, "
-                f"top-20% jaccard {e['consistency']['jaccard']:.3f}")
-        if "faithfulness" in e:  # not measured on words (a student with its own tokenizer)
+                f"top-20% jaccard {e['consistency']['jaccard']:.3f}" + (" (on words)" if e.get("units") == "word"
+                                                                         else ""))
+        if "faithfulness" in e:  # a student with its own tokenizer is erased on its own tokens
             line += (f"; student comprehensiveness {e['faithfulness']['student']['comprehensiveness']:.3f}, "
                      f"sufficiency {e['faithfulness']['student']['sufficiency']:.3f}")
-        console.print(line + (" (on words)" if e.get("units") == "word" else ""))
+        console.print(line)
 
 
 @app.command()
@@ -321,9 +322,12 @@ def bench_glue(
                                                    "(their records move to stale.jsonl)")] = False,
     wait: Annotated[bool, typer.Option(help="when another process sharing --out runs units this one needs, wait for "
                                             "them and go on (--no-wait: skip them and stop)")] = True,
+    rescore: Annotated[bool, typer.Option(help="train nothing: score the explanations of finished units recorded "
+                                               "without faithfulness, keeping their training and predictions")]
+    = False,
 ) -> None:
     """Run the GLUE grid (task x student x method x seed), resumably; `egkd report OUT` renders it."""
-    from egkd.bench.glue import Grid, run_grid, split_students
+    from egkd.bench.glue import Grid, rescore_grid, run_grid, split_students
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     default, per_task = 1, {}
@@ -341,6 +345,10 @@ def bench_glue(
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
                 max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate)
+    if rescore:
+        rescore_grid(grid)
+        print(f"render with: egkd report {out} --out docs/results.md")
+        return
     left, failed = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)
     if not dry_run:
         print(f"{left} unit(s) left; render with: egkd report {out} --out docs/results.md")

@@ -36,7 +36,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from egkd.bench.records import append_record, make_record, read_results, results_lock
+from egkd.bench.records import (
+    append_record,
+    explanation_fields,
+    make_record,
+    read_results,
+    replace_records,
+    results_lock,
+)
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
@@ -686,6 +693,48 @@ def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: flo
             return False
         time.sleep(poll)
     return True
+
+
+def needs_rescoring(record: dict[str, Any]) -> bool:
+    """A student unit recorded without faithfulness: scored before egkd measured it for its kind of student
+    (students with their own vocabulary, until 2026-12-06)."""
+    return record.get("kind") == "student" and record.get("comprehensiveness") is None
+
+
+def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
+    """Score again the explanations of the grid's finished units recorded without faithfulness; returns how many.
+
+    Training, dev predictions and speed stay as recorded (:func:`egkd.api.rescore_explanations`); the record's
+    explanation columns are replaced in place and ``rescored`` notes when. The consistency, measured again on
+    the same model and rows, must come out as recorded: a change means the model or the data moved since, and
+    is reported rather than silently taken.
+    """
+    from egkd import api
+
+    done = read_results(grid.out)
+    units = [u for u in grid.units() if u.key in done and needs_rescoring(done[u.key])]
+    console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without faithfulness")
+    scored = 0
+    for n, unit in enumerate(units, 1):
+        with unit_lock(grid.out, unit) as mine:
+            if not mine:
+                console.print(f"[yellow]{unit.key} is held by another process; skipped[/]")
+                continue
+            old = done[unit.key]
+            metrics = api.rescore_explanations(grid.out / old["run"], max_explain_examples=grid.explain_examples,
+                                               teacher_faithfulness=False, max_examples=grid.max_eval_examples,
+                                               show=False)
+            new = {**old, **explanation_fields(metrics),
+                   "rescored": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            was, now = old.get("consistency"), new.get("consistency")
+            if was is not None and (now is None or abs(now - was) > tolerance):
+                console.print(f"[yellow]{unit.key}: consistency {was:.4f} recorded, {now} now; the run or its data "
+                              "changed since it was scored[/]")
+            replace_records(grid.out, {unit.key: new})
+            scored += 1
+            console.print(f"{n}/{len(units)} {unit.key}: comprehensiveness {new['comprehensiveness']:.3f}, "
+                          f"sufficiency {new['sufficiency']:.3f}")
+    return scored
 
 
 def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, keep_going: bool = True,

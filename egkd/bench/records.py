@@ -83,9 +83,6 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
     spec = get_task(unit.task)
     split = metrics.get("split", spec.dev_splits[0])
     rows = read_predictions(run, split)
-    expl = metrics.get("explanations", {})
-    consistency = expl.get("consistency", {})
-    faith = expl.get("faithfulness", {}).get("student", {})
     training = metrics.get("training", {})
     return {
         "key": unit.key, "kind": unit.kind, "task": unit.task, "student": unit.student, "method": unit.method,
@@ -94,8 +91,7 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "metrics": {k: metrics[k] for k in spec.metrics}, "score": metrics[spec.main_metric],
         "main_metric": spec.main_metric,
         "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
-        "consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
-        "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+        **explanation_fields(metrics),
         "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
         "speedup": metrics.get("speedup"),
         "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),
@@ -103,6 +99,30 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "idx": [r["idx"] for r in rows], "predictions": [r["prediction"] for r in rows],  # labels: from GLUE
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
     }
+
+
+def explanation_fields(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A record's explanation columns from a run's metrics (None where the scoring did not measure one)."""
+    expl = metrics.get("explanations", {})
+    consistency = expl.get("consistency", {})
+    faith = expl.get("faithfulness", {}).get("student", {})
+    return {"consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
+            "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency")}
+
+
+def replace_records(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the lines of the units in ``records`` (key -> new record) in place, under the results lock;
+    every other line, including those another process appends meanwhile, is kept as it is."""
+    path = out / "results.jsonl"
+    with results_lock(out):
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                key = json.loads(line).get("key")
+            except json.JSONDecodeError:
+                key = None
+            lines.append(to_line(records[key]) if key in records else line)
+        path.write_text("".join(x + "\n" for x in lines))
 
 
 def append_record(out: Path, record: dict[str, Any]) -> None:

@@ -1,8 +1,13 @@
-"""Explanation consistency on words, for a student whose tokenizer differs from its teacher's.
+"""Explanation metrics for a student whose tokenizer differs from its teacher's (a BiLSTM or CNN with its own
+vocabulary).
 
-Each model explains the teacher's predicted class on its own tokenization of the same rows; both maps are
-summed into words (``to_words``) and compared example by example (Spearman and top-k Jaccard, as
+Consistency: each model explains the teacher's predicted class on its own tokenization of the same rows; both
+maps are summed into words (``to_words``) and compared example by example (Spearman and top-k Jaccard, as
 :func:`egkd.evaluation.explanations.consistency`) on the words both models saw.
+
+Faithfulness needs no common unit: each model is erased on its own tokens (ERASER comprehensiveness and
+sufficiency, :func:`egkd.evaluation.explanations.faithfulness`), masking with its own ``[MASK]`` id, as a
+transformer student is. For a word-level vocabulary the tokens are the words.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from egkd.data.tokenize import Collator
-from egkd.evaluation.explanations import consistency, to_jsonable
+from egkd.errors import EgkdError
+from egkd.evaluation.explanations import consistency, faithfulness, to_jsonable
 from egkd.explain import get_explainer, to_words
 from egkd.explain.base import model_inputs
 
@@ -43,9 +49,22 @@ def word_maps(model, ds, tokenizer, explainer, targets: np.ndarray | None, batch
     return rows, np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
-def word_consistency(student, teacher, s_ds, t_ds, spec, explainer: str = "gxi",
-                     max_examples: int | None = None) -> dict[str, Any]:
-    """Mean word-level Spearman and top-k Jaccard of the student's and teacher's explanations."""
+def own_faithfulness(built, ds, explainer, is_regression: bool, batch_size: int = 32) -> dict[str, Any]:
+    """ERASER scores of ``built`` explaining its own predictions on its own tokens (means only)."""
+    mask_id = built.tokenizer.mask_token_id
+    if mask_id is None:
+        raise EgkdError("faithfulness erases tokens with [MASK], but this model's tokenizer has no mask token")
+    built.model.eval()
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=Collator(built.tokenizer, is_regression=is_regression))
+    report = faithfulness(built.model, loader, explainer, int(mask_id))
+    return {k: v for k, v in report.items() if not k.endswith("per_example")}
+
+
+def word_explanations(student, teacher, s_ds, t_ds, spec, explainer: str = "gxi", max_examples: int | None = None,
+                      teacher_faithfulness: bool = True) -> dict[str, Any]:
+    """Word-level consistency (mean Spearman and top-k Jaccard) of the student's and teacher's explanations,
+    and each model's faithfulness on its own tokens (``teacher_faithfulness=False`` leaves the teacher's out,
+    as :func:`egkd.evaluation.explanations.explanation_report` does)."""
     if max_examples is not None:
         s_ds = s_ds.select(range(min(max_examples, len(s_ds))))
         t_ds = t_ds.select(range(min(max_examples, len(t_ds))))
@@ -59,5 +78,8 @@ def word_consistency(student, teacher, s_ds, t_ds, spec, explainer: str = "gxi",
         t_mat[i, :n], s_mat[i, :n], mask[i, :n] = t[:n], s[:n], 1
     report = consistency(t_mat, s_mat, mask)
     summary = {k: v for k, v in report.items() if not k.endswith("per_example")}
-    return to_jsonable({"explainer": explainer, "units": "word", "n_examples": len(t_rows),
-                        "consistency": summary})
+    faith = {"student": own_faithfulness(student, s_ds, exp, spec.is_regression)}
+    if teacher_faithfulness:
+        faith["teacher"] = own_faithfulness(teacher, t_ds, exp, spec.is_regression)
+    return to_jsonable({"explainer": explainer, "units": "word", "faithfulness_units": "own tokens",
+                        "n_examples": len(t_rows), "consistency": summary, "faithfulness": faith})

@@ -668,3 +668,41 @@ def test_a_pass_starts_over_when_a_unit_it_skipped_has_finished_elsewhere(tmp_pa
     # --no-wait: one pass only; it goes on, and the seed no longer waits for the try that has finished
     assert glue.run_pass(grid, [held, seed, later], None, True, [], start_over=False) == ({held.key}, False)
     assert ran == [seed.key, later.key]
+
+
+def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(grid_out, tmp_path, capsys):
+    """A record written before faithfulness was measured for its student gets it from --rescore: the same numbers
+    the end-of-training scoring gives (same model, same rows), the rest of the record and every other line kept."""
+    import shutil
+
+    first, args = grid_out
+    out = tmp_path / "copy"
+    shutil.copytree(first, out)
+    key = "rte/layers-1/egkd-gradient/seed43"
+    before = read_results(out)[key]
+    assert before["comprehensiveness"] is not None
+    run = out / before["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["explanations"]["faithfulness"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    lines = (out / "results.jsonl").read_text().splitlines()
+    old = [to_line({**from_line(x), "comprehensiveness": None, "sufficiency": None}) if key in x else x
+           for x in lines]
+    (out / "results.jsonl").write_text("".join(x + "\n" for x in old))
+    stamp = (run / "model.safetensors").stat().st_mtime_ns
+    flags = [a if a != first else out for a in args]
+    assert cli_main(*flags, "--rescore") == 0
+    assert "1 finished unit(s) without faithfulness" in " ".join("".join(capsys.readouterr()).split())
+    after = read_results(out)[key]
+    assert after["comprehensiveness"] == pytest.approx(before["comprehensiveness"], abs=1e-9)
+    assert after["sufficiency"] == pytest.approx(before["sufficiency"], abs=1e-9)
+    assert after["consistency"] == pytest.approx(before["consistency"], abs=1e-9) and "rescored" in after
+    for field in ("predictions", "score", "speedup", "finished", "seconds_per_epoch", "options"):
+        assert after[field] == before[field], field
+    new_lines = (out / "results.jsonl").read_text().splitlines()
+    assert [x for x in new_lines if key not in x] == [x for x in lines if key not in x]
+    assert (run / "model.safetensors").stat().st_mtime_ns == stamp
+    assert "faithfulness" in json.loads((run / "metrics.json").read_text())["explanations"]
+    # nothing is left to rescore: a second call scores nothing
+    assert cli_main(*flags, "--rescore") == 0
+    assert "0 finished unit(s) without faithfulness" in " ".join("".join(capsys.readouterr()).split())

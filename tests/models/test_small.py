@@ -189,3 +189,44 @@ def test_bilstm_gradient_map_is_differentiable_finite_differences():
         fd = (plus - minus) / (2 * eps)
         assert abs(grad[index].item() - fd) < 1e-6 + 1e-4 * abs(fd), (index, grad[index].item(), fd)
     assert grad.abs().sum() > 0
+
+
+def test_own_vocabulary_faithfulness_erases_the_students_own_top_word_with_its_mask():
+    """ERASER for a word-level student: comprehensiveness and sufficiency at the smallest fraction (top 1 word),
+    computed by hand: explain the predicted class with gradient x input, mask the top word (or every other
+    word) with the student's own [MASK] id, and take the drop of the predicted class's probability."""
+    from egkd.evaluation.words import own_faithfulness
+    from egkd.explain import get_explainer
+
+    torch.manual_seed(0)
+    lstm = build_student("bilstm:hidden=8,embed=6", _tiny_teacher_built(), get_task("sst2"), texts=TINY_CORPUS)
+    lstm.model.eval()
+    text = "the cat sat on the mat and it was great"
+    ds = tokenize_split(datasets.Dataset.from_dict({"idx": [0], "text_a": [text], "label": [1]}), lstm.tokenizer,
+                        "sst2", 32)
+    report = own_faithfulness(lstm, ds, get_explainer("gxi"), is_regression=False)
+
+    batch = Collator(lstm.tokenizer)([ds[0]])
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        probs = lstm.model(input_ids=ids, attention_mask=batch["attention_mask"]).logits.softmax(-1)[0]
+    target = int(probs.argmax())
+    emb = lstm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logit = lstm.model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits[0, target]
+    (grad,) = torch.autograd.grad(logit, emb)
+    scores = (grad * emb).sum(-1)[0].detach()
+    words = batch["word_ids"][0] >= 0
+    top = int(torch.where(words, scores, torch.tensor(float("-inf"))).argmax())
+    mask_id = lstm.tokenizer.mask_token_id
+
+    def p(new_ids):
+        with torch.no_grad():
+            return float(lstm.model(input_ids=new_ids, attention_mask=batch["attention_mask"]).logits
+                         .softmax(-1)[0, target])
+
+    without = ids.clone()
+    without[0, top] = mask_id
+    only = torch.where(words & (torch.arange(ids.shape[1]) != top), torch.tensor(mask_id), ids)
+    assert report["comprehensiveness_by_fraction"]["0.01"] == pytest.approx(float(probs[target]) - p(without), abs=1e-5)
+    assert report["sufficiency_by_fraction"]["0.01"] == pytest.approx(float(probs[target]) - p(only), abs=1e-5)
+    assert report["n_scored"] == 1 and "comprehensiveness_per_example" not in report

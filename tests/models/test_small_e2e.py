@@ -67,6 +67,13 @@ def test_bilstm_egkd_every_family_subprocess(tiny_teacher, glue_dir, tmp_path_fa
     e = read_json(run / "metrics.json")["explanations"]
     assert e["units"] == "word" and e["consistency"]["n_examples"] == 40
     assert -1.0 <= e["consistency"]["spearman"] <= 1.0
+    # faithfulness on the student's own tokens, its own [MASK]; the teacher's on its own (evaluate scores both)
+    assert e["faithfulness_units"] == "own tokens" and set(e["faithfulness"]) == {"student", "teacher"}
+    for side in e["faithfulness"].values():
+        assert side["n_examples"] == 40 and side["n_scored"] == 40
+        assert -1.0 <= side["comprehensiveness"] <= 1.0 and -1.0 <= side["sufficiency"] <= 1.0
+    shown = " ".join(capsys.readouterr().err.split())  # the CLI prints it, as for a transformer student
+    assert "(on words); student comprehensiveness" in shown
 
 
 def test_cnn_egkd_gradient_and_perturbation(tiny_teacher, glue_dir, tmp_path_factory, egkd_cache):
