@@ -439,26 +439,28 @@ def explanation_metrics(student: Built, teacher: Built, ds, t_ds, spec: TaskSpec
     return to_jsonable(strip(report))
 
 
-def rescore_explanations(run_dir: str | Path, explainer: str = "gxi", max_explain_examples: int | None = None,
-                         teacher_faithfulness: bool = True, max_examples: int | None = None,
-                         show: bool = True) -> dict[str, Any]:
+def rescore_explanations(run_dir: str | Path, teacher: str | None = None, explainer: str = "gxi",
+                         max_explain_examples: int | None = None, teacher_faithfulness: bool = True,
+                         max_examples: int | None = None, show: bool = True) -> dict[str, Any]:
     """Score only the explanations of a finished run against its teacher and update ``metrics.json``.
 
     Why not :func:`evaluate`: it also re-measures throughput (and so the speed-up recorded beside the run's
     training), which a grid that gains a new explanation metric must not change; the dev predictions and every
-    other metric are left as they are. Returns the updated metrics.
+    other metric are left as they are. ``teacher`` defaults to the run's own. Returns the updated metrics.
     """
     run = Path(run_dir)
     path = run / "metrics.json"
     cfg = read_run_config(run)
-    if cfg is None or not path.is_file() or not cfg.teacher:
-        raise EgkdError(f"{run} is not a finished distillation run (config.yaml with a teacher, metrics.json): "
-                        "train it first, or score it with `egkd evaluate --teacher`")
+    if cfg is None or not path.is_file():
+        raise EgkdError(f"{run} is not a finished run (config.yaml and metrics.json): train it first")
+    teacher = teacher or cfg.teacher
+    if not teacher:
+        raise EgkdError(f"{run} has no teacher to compare explanations with: pass teacher=")
     spec = get_task(cfg.task)
     metrics = json.loads(path.read_text())
     split = metrics.get("split", spec.dev_splits[0])
     built = load_classifier(str(run), spec, expect_head=True)
-    t = load_classifier(cfg.teacher, spec, expect_head=True)
+    t = load_classifier(teacher, spec, expect_head=True)
     eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
     ds, dl = _eval_split(built, spec, split, eval_cfg, max_examples)
     t_ds, _ = _teacher_split(t, built, spec, split, eval_cfg, max_examples, ds, dl)

@@ -714,16 +714,20 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
     done = read_results(grid.out)
     units = [u for u in grid.units() if u.key in done and needs_rescoring(done[u.key])]
     console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without faithfulness")
+    gone = [u.key for u in units if not is_finished(grid.out / done[u.key]["run"])]
+    if gone:  # run folders are not committed: a record can come from another machine
+        console.print(f"[yellow]{len(gone)} of them have no finished run folder here (e.g. {gone[0]}; run folders "
+                      "stay on the machine that trained them): left as recorded[/]")
     scored = 0
-    for n, unit in enumerate(units, 1):
+    for n, unit in enumerate((u for u in units if u.key not in gone), 1):
         with unit_lock(grid.out, unit) as mine:
             if not mine:
                 console.print(f"[yellow]{unit.key} is held by another process; skipped[/]")
                 continue
             old = done[unit.key]
-            metrics = api.rescore_explanations(grid.out / old["run"], max_explain_examples=grid.explain_examples,
-                                               teacher_faithfulness=False, max_examples=grid.max_eval_examples,
-                                               show=False)
+            metrics = api.rescore_explanations(grid.out / old["run"], grid.teacher_dir(unit.task),
+                                               max_explain_examples=grid.explain_examples, teacher_faithfulness=False,
+                                               max_examples=grid.max_eval_examples, show=False)
             new = {**old, **explanation_fields(metrics),
                    "rescored": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             was, now = old.get("consistency"), new.get("consistency")
@@ -732,7 +736,7 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
                               "changed since it was scored[/]")
             replace_records(grid.out, {unit.key: new})
             scored += 1
-            console.print(f"{n}/{len(units)} {unit.key}: comprehensiveness {new['comprehensiveness']:.3f}, "
+            console.print(f"{n}/{len(units) - len(gone)} {unit.key}: comprehensiveness {new['comprehensiveness']:.3f}, "
                           f"sufficiency {new['sufficiency']:.3f}")
     return scored
 

@@ -703,6 +703,13 @@ def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(
     assert [x for x in new_lines if key not in x] == [x for x in lines if key not in x]
     assert (run / "model.safetensors").stat().st_mtime_ns == stamp
     assert "faithfulness" in json.loads((run / "metrics.json").read_text())["explanations"]
-    # nothing is left to rescore: a second call scores nothing
+    # a record whose run folder is not on this machine (runs/ is not committed) is reported and left as it is
+    other = "rte/layers-1/kd/seed43"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("".join(
+        to_line({**from_line(x), "comprehensiveness": None}) + "\n" if other in x else x + "\n" for x in lines))
+    shutil.rmtree(out / read_results(out)[other]["run"])
     assert cli_main(*flags, "--rescore") == 0
-    assert "0 finished unit(s) without faithfulness" in " ".join("".join(capsys.readouterr()).split())
+    shown = " ".join("".join(capsys.readouterr()).split())
+    assert "1 finished unit(s) without faithfulness" in shown and "1 of them have no finished run folder" in shown
+    assert read_results(out)[other]["comprehensiveness"] is None and read_results(out)[key] == after
