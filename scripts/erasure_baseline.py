@@ -1,0 +1,103 @@
+"""ERASER faithfulness of a grid's students against a random ranking of the same tokens.
+
+Usage: python scripts/erasure_baseline.py RESULTS_DIR [--tasks cola,rte] [--students bilstm,layers:2,5]
+       [--methods kd,egkd-gradient,...] [--seeds 42,43,44] [--examples 200]
+
+Why: comprehensiveness (the drop of the predicted class's probability when a map's top tokens are masked) and
+sufficiency (the drop when all *but* them are masked) mix two things: how well the map ranks the tokens, and how
+much the model reacts to ``[MASK]`` at all. A student that was trained on occluded inputs (the perturbation
+family) can score high comprehensiveness *and* high (bad) sufficiency simply because masking anything moves it.
+Erasing the same number of tokens in a random order separates the two: the map's ranking is worth what its
+scores gain over the random ones (higher comprehensiveness, lower sufficiency).
+
+Each unit is scored on its own tokens with its own ``[MASK]`` (as the grid does); only units whose run folder is
+on this machine are scored (run folders are not committed). Prints a Markdown table, one row per
+(task, student, method), means over the seeds found.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from egkd.bench.glue import is_finished, slug, split_students
+from egkd.bench.records import read_results
+from egkd.data.tasks import get_task
+from egkd.data.tokenize import Collator
+from egkd.evaluation.explanations import faithfulness
+from egkd.explain import Explainer, get_explainer
+from egkd.explain.base import unit_mask
+from egkd.models.students import load_classifier
+
+
+class RandomRanking(Explainer):
+    """Uniform random scores on the real tokens: erasure in a random order (seeded, so reproducible)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def attribute(self, model: nn.Module, batch, target: Tensor | None = None) -> Tensor:
+        mask = unit_mask(batch).cpu()
+        return torch.rand(mask.shape, generator=self._gen, dtype=torch.float64) * mask
+
+
+def score(run: Path, task: str, examples: int) -> dict[str, float]:
+    from egkd import api
+    from egkd.config import RunConfig
+
+    spec = get_task(task)
+    cfg = api.read_run_config(run) or RunConfig(task=task)
+    built = load_classifier(str(run), spec, expect_head=True)
+    built.model.eval()
+    eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
+    ds = api.load_tokenized(spec, spec.dev_splits[0], built.tokenizer, eval_cfg, examples, all_processes=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, spec.is_regression))
+    mask_id = int(built.tokenizer.mask_token_id)
+    out = {}
+    for name, explainer in (("gxi", get_explainer("gxi")), ("random", RandomRanking(0))):
+        f = faithfulness(built.model, loader, explainer, mask_id)
+        out[f"comp_{name}"], out[f"suff_{name}"] = f["comprehensiveness"], f["sufficiency"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--tasks", default="cola,rte")
+    parser.add_argument("--students", default="bilstm")
+    parser.add_argument("--methods", default="kd,ft,egkd-gradient,egkd-perturbation,egkd-selection,egkd-all")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--examples", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    done = read_results(args.results)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print("| task | student | method | seeds | comprehensiveness: gxi | random | gxi - random "
+          "| sufficiency: gxi | random | random - gxi |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for task in args.tasks.split(","):
+        for student in split_students(args.students):
+            for method in args.methods.split(","):
+                rows = []
+                for seed in seeds:
+                    rec = done.get(f"{task}/{slug(student)}/{method}/seed{seed}")
+                    if rec is None or not is_finished(args.results / rec["run"]):
+                        continue
+                    rows.append(score(args.results / rec["run"], task, args.examples))
+                if not rows:
+                    continue
+                m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+                print(f"| {task} | {student} | {method} | {len(rows)} | {m['comp_gxi']:.3f} | {m['comp_random']:.3f} "
+                      f"| {m['comp_gxi'] - m['comp_random']:+.3f} | {m['suff_gxi']:.3f} | {m['suff_random']:.3f} "
+                      f"| {m['suff_random'] - m['suff_gxi']:+.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
