@@ -713,3 +713,29 @@ def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(
     shown = " ".join("".join(capsys.readouterr()).split())
     assert "1 finished unit(s) without faithfulness" in shown and "1 of them have no finished run folder" in shown
     assert read_results(out)[other]["comprehensiveness"] is None and read_results(out)[key] == after
+
+
+def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(grid_out, monkeypatch, capsys):
+    """scripts/erasure_baseline.py: its gradient x input AOPC is the one the grid recorded for the unit (same
+    scoring, same rows), beside a random order of the same tokens."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    out, _ = grid_out
+    path = Path(__file__).resolve().parents[2] / "scripts" / "erasure_baseline.py"
+    spec = importlib.util.spec_from_file_location("erasure_baseline", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["erasure_baseline.py", str(out), "--tasks", "rte", "--students", "layers:1",
+                                      "--methods", "kd", "--seeds", "42,43", "--examples", "16"])
+    script.main()
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| rte |")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[:4] == ["rte", "layers:1", "kd", "2"]
+    recs = read_results(out)
+    recorded = [recs[f"rte/layers-1/kd/seed{s}"] for s in (42, 43)]
+    assert float(cells[4]) == pytest.approx(sum(r["comprehensiveness"] for r in recorded) / 2, abs=5e-4)
+    assert float(cells[7]) == pytest.approx(sum(r["sufficiency"] for r in recorded) / 2, abs=5e-4)
+    assert float(cells[6]) == pytest.approx(float(cells[4]) - float(cells[5]), abs=2e-3)
