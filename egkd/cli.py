@@ -170,8 +170,12 @@ def evaluate(
                 f"top-20% jaccard {e['consistency']['jaccard']:.3f}" + (" (on words)" if e.get("units") == "word"
                                                                          else ""))
         if "faithfulness" in e:  # a student with its own tokenizer is erased on its own tokens
-            line += (f"; student comprehensiveness {e['faithfulness']['student']['comprehensiveness']:.3f}, "
-                     f"sufficiency {e['faithfulness']['student']['sufficiency']:.3f}")
+            own = e["faithfulness"]["student"]
+            shuffled = own.get("random_order", {})
+            line += (f"; student comprehensiveness {own['comprehensiveness']:.3f}, sufficiency "
+                     f"{own['sufficiency']:.3f}")
+            if shuffled:  # the same erasure in a random order: what the map's ranking is worth beside it
+                line += (f" (random order: {shuffled['comprehensiveness']:.3f}, {shuffled['sufficiency']:.3f})")
         console.print(line)
 
 

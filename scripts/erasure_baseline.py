@@ -10,8 +10,9 @@ family) can score high comprehensiveness *and* high (bad) sufficiency simply bec
 Erasing the same number of tokens in a random order separates the two: the map's ranking is worth what its
 scores gain over the random ones (higher comprehensiveness, lower sufficiency).
 
-Each unit is scored on its own tokens with its own ``[MASK]`` (as the grid does); only units whose run folder is
-on this machine are scored (run folders are not committed). Prints a Markdown table, one row per
+Each unit is scored on its own tokens with its own ``[MASK]`` (as the grid does), the random order by
+:class:`egkd.explain.random_order.RandomOrder` (which the grid's scoring now records as well); only units whose
+run folder is on this machine are scored (run folders are not committed). Prints a Markdown table, one row per
 (task, student, method), means over the seeds found.
 """
 
@@ -22,30 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
 from egkd.bench.glue import is_finished, slug, split_students
 from egkd.bench.records import read_results
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator
 from egkd.evaluation.explanations import faithfulness
-from egkd.explain import Explainer, get_explainer
-from egkd.explain.base import unit_mask
+from egkd.explain import get_explainer
 from egkd.models.students import load_classifier
-
-
-class RandomRanking(Explainer):
-    """Uniform random scores on the real tokens: erasure in a random order (seeded, so reproducible)."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def attribute(self, model: nn.Module, batch, target: Tensor | None = None) -> Tensor:
-        mask = unit_mask(batch).cpu()
-        return torch.rand(mask.shape, generator=self._gen, dtype=torch.float64) * mask
 
 
 def score(run: Path, task: str, examples: int) -> dict[str, float]:
@@ -60,11 +45,9 @@ def score(run: Path, task: str, examples: int) -> dict[str, float]:
     ds = api.load_tokenized(spec, spec.dev_splits[0], built.tokenizer, eval_cfg, examples, all_processes=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, spec.is_regression))
     mask_id = int(built.tokenizer.mask_token_id)
-    out = {}
-    for name, explainer in (("gxi", get_explainer("gxi")), ("random", RandomRanking(0))):
-        f = faithfulness(built.model, loader, explainer, mask_id)
-        out[f"comp_{name}"], out[f"suff_{name}"] = f["comprehensiveness"], f["sufficiency"]
-    return out
+    f = faithfulness(built.model, loader, get_explainer("gxi"), mask_id, random_order=True)
+    return {"comp_gxi": f["comprehensiveness"], "suff_gxi": f["sufficiency"],
+            "comp_random": f["random_order"]["comprehensiveness"], "suff_random": f["random_order"]["sufficiency"]}
 
 
 def main() -> None:

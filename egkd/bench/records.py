@@ -106,8 +106,11 @@ def explanation_fields(metrics: dict[str, Any]) -> dict[str, Any]:
     expl = metrics.get("explanations", {})
     consistency = expl.get("consistency", {})
     faith = expl.get("faithfulness", {}).get("student", {})
+    shuffled = faith.get("random_order", {})
     return {"consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
-            "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency")}
+            "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+            "comprehensiveness_random": shuffled.get("comprehensiveness"),
+            "sufficiency_random": shuffled.get("sufficiency")}
 
 
 def replace_records(out: Path, records: dict[str, dict[str, Any]]) -> None:

@@ -7,7 +7,8 @@ The design (DESIGN.md, Evaluation) asks three questions of a distilled student's
   target (the teacher's prediction), so the two maps answer the same question.
 * **faithfulness** - does the student's explanation point at what the student actually uses? ERASER
   comprehensiveness and sufficiency (DeYoung et al. 2020), AOPC over 1/5/10/20/50 % of units, each model
-  explaining its own prediction.
+  explaining its own prediction. The student's maps are scored beside the same erasure in a random order
+  (``random_order``): masking moves some students whatever is masked, and a map is worth its gain over random.
 * **plausibility** - does it point at what a human would? Token F1 and AUPRC against human rationales
   (or the planted evidence of :mod:`egkd.data.synthetic`).
 
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader
 from egkd.errors import EgkdError
 from egkd.explain import Explainer, get_explainer, unit_mask
 from egkd.explain.occlusion import Occlusion
+from egkd.explain.random_order import RandomOrder
 from egkd.reports.console import track
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
@@ -214,27 +216,43 @@ def _faithfulness_summary(comp: np.ndarray, suff: np.ndarray, fractions: Sequenc
     }
 
 
+def random_order_summary(comp: np.ndarray, suff: np.ndarray) -> dict[str, float]:
+    """AOPC means of an erasure in random order (:class:`~egkd.explain.random_order.RandomOrder`)."""
+    return {"comprehensiveness": _mean(comp.mean(1)), "sufficiency": _mean(suff.mean(1))}
+
+
 def faithfulness(model: nn.Module, batch_iter: Iterable[Mapping[str, Tensor]], explainer: Explainer | str,
                  mask_token_id: int, fractions: Sequence[float] = FRACTIONS,
-                 absolute: bool = False) -> dict[str, Any]:
+                 absolute: bool = False, random_order: bool = False) -> dict[str, Any]:
     """ERASER comprehensiveness and sufficiency (AOPC = mean over ``fractions``) of the model's own story.
 
     Each model explains its *own* predicted class with ``explainer``, and probabilities of that class are
     compared (regression: raw output differences). Higher comprehensiveness and lower sufficiency are more
     faithful. Keys: ``comprehensiveness``, ``sufficiency`` (AOPC means), ``*_by_fraction``, ``n_*`` and the
-    per-example AOPC arrays ``*_per_example``. The model's train/eval mode is left to the caller.
+    per-example AOPC arrays ``*_per_example``; with ``random_order`` also ``random_order``, the same erasure in a
+    random order. The model's train/eval mode is left to the caller.
     """
     explainer = _as_explainer(explainer)
-    comps, suffs = [], []
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"map": [], "random": []}
     for batch in batch_iter:
         _, target = predict_targets(model, batch)
         attr = explainer.attribute(model, _on(batch, _device(model)), target.to(_device(model)))
-        comp, suff = erasure_scores(model, batch, attr, target, mask_token_id, fractions, absolute)
-        comps.append(comp)
-        suffs.append(suff)
-    width = len(fractions)
-    return _faithfulness_summary(np.concatenate(comps) if comps else np.zeros((0, width)),
-                                 np.concatenate(suffs) if suffs else np.zeros((0, width)), fractions)
+        parts["map"].append(erasure_scores(model, batch, attr, target, mask_token_id, fractions, absolute))
+        if random_order:
+            shuffled = RandomOrder().attribute(model, batch)
+            parts["random"].append(erasure_scores(model, batch, shuffled, target, mask_token_id, fractions))
+    (comp, suff), (r_comp, r_suff) = (_stack(parts[k], len(fractions)) for k in ("map", "random"))
+    report = _faithfulness_summary(comp, suff, fractions)
+    if random_order:
+        report["random_order"] = random_order_summary(r_comp, r_suff)
+    return report
+
+
+def _stack(parts: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Comprehensiveness and sufficiency ``[N, F]`` of a list of per-batch ``erasure_scores``."""
+    if not parts:
+        return np.zeros((0, width)), np.zeros((0, width))
+    return np.concatenate([c for c, _ in parts]), np.concatenate([s for _, s in parts])
 
 
 # ----------------------------------------------------------------------------------------------- plausibility
@@ -393,7 +411,7 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
     s_dev, t_dev = _device(student_model), _device(teacher_model)
     cons: list[dict[str, Any]] = []
-    faith: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"student": []}
+    faith: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"student": [], "student_random": []}
     if teacher_faithfulness:
         faith["teacher"] = []
     kept: dict[str, list[np.ndarray]] = {"student": [], "teacher": [], "word_ids": [], "idx": []}
@@ -411,6 +429,8 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
         if teacher_faithfulness:
             faith["teacher"].append(erasure_scores(teacher_model, batch, t_map, t_target, mask_id, fractions))
         faith["student"].append(erasure_scores(student_model, batch, s_map_own, s_target, mask_id, fractions))
+        shuffled = RandomOrder().attribute(student_model, batch)
+        faith["student_random"].append(erasure_scores(student_model, batch, shuffled, s_target, mask_id, fractions))
         lengths = batch["attention_mask"].sum(1).tolist() if "attention_mask" in batch else None
         for i in range(batch["input_ids"].shape[0]):
             end = int(lengths[i]) if lengths else batch["input_ids"].shape[1]
@@ -429,11 +449,11 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
                         "n_skipped": len(rho) - scored, "spearman_per_example": rho, "jaccard_per_example": jac},
         "faithfulness": {},
     }
-    width = len(fractions)
-    for name, parts in faith.items():
-        comp = np.concatenate([c for c, _ in parts]) if parts else np.zeros((0, width))
-        suff = np.concatenate([s for _, s in parts]) if parts else np.zeros((0, width))
-        report["faithfulness"][name] = _faithfulness_summary(comp, suff, fractions)
+    for name in ("student", "teacher"):
+        if name in faith:
+            report["faithfulness"][name] = _faithfulness_summary(*_stack(faith[name], len(fractions)), fractions)
+    report["faithfulness"]["student"]["random_order"] = random_order_summary(
+        *_stack(faith["student_random"], len(fractions)))
     if rationale_file is not None:
         rationales = read_rationales(rationale_file)
         # evidence mass only where the rationale lines up with the example's words (as plausibility does)

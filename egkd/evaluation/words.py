@@ -50,13 +50,14 @@ def word_maps(model, ds, tokenizer, explainer, targets: np.ndarray | None, batch
 
 
 def own_faithfulness(built, ds, explainer, is_regression: bool, batch_size: int = 32) -> dict[str, Any]:
-    """ERASER scores of ``built`` explaining its own predictions on its own tokens (means only)."""
+    """ERASER scores of ``built`` explaining its own predictions on its own tokens (means only), beside the same
+    erasure in a random order (``random_order``)."""
     mask_id = built.tokenizer.mask_token_id
     if mask_id is None:
         raise EgkdError("faithfulness erases tokens with [MASK], but this model's tokenizer has no mask token")
     built.model.eval()
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=Collator(built.tokenizer, is_regression=is_regression))
-    report = faithfulness(built.model, loader, explainer, int(mask_id))
+    report = faithfulness(built.model, loader, explainer, int(mask_id), random_order=True)
     return {k: v for k, v in report.items() if not k.endswith("per_example")}
 
 

@@ -194,6 +194,8 @@ def test_grid_writes_one_record_per_unit(grid_out):
     # only the student's faithfulness is scored: the teacher's is the same for every unit and is not recorded
     assert set(metrics["explanations"]["faithfulness"]) == {"student"}
     assert student["comprehensiveness"] == metrics["explanations"]["faithfulness"]["student"]["comprehensiveness"]
+    shuffled = metrics["explanations"]["faithfulness"]["student"]["random_order"]
+    assert student["comprehensiveness_random"] == shuffled["comprehensiveness"] is not None
     assert (run / "model.safetensors").is_file()
     # a recorded unit never trains again: its resume checkpoint is gone, the teacher's too
     assert not (run / "checkpoints").exists() and not (out / "teachers" / "rte" / "checkpoints").exists()
@@ -697,6 +699,7 @@ def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(
     assert after["comprehensiveness"] == pytest.approx(before["comprehensiveness"], abs=1e-9)
     assert after["sufficiency"] == pytest.approx(before["sufficiency"], abs=1e-9)
     assert after["consistency"] == pytest.approx(before["consistency"], abs=1e-9) and "rescored" in after
+    assert after["comprehensiveness_random"] == pytest.approx(before["comprehensiveness_random"], abs=1e-9)
     for field in ("predictions", "score", "speedup", "finished", "seconds_per_epoch", "options"):
         assert after[field] == before[field], field
     new_lines = (out / "results.jsonl").read_text().splitlines()

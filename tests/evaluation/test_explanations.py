@@ -183,6 +183,22 @@ def test_faithfulness_matches_explicit_loop(num_labels: int) -> None:
         assert torch.equal(explainer.calls[0], preds.argmax(-1))
 
 
+def test_random_order_is_the_explicit_loop_on_a_random_map() -> None:
+    """``random_order=True`` erases the same examples, for the same target, in RandomOrder's order."""
+    from egkd.explain.random_order import RandomOrder
+
+    model = tiny_bert(num_labels=3)
+    batches = [make_batch(SEQUENCES[:2]), make_batch(SEQUENCES[2:])]
+    out = faithfulness(model, batches, FixedExplainer(), mask_token_id=MASK, random_order=True)
+    maps = [RandomOrder().attribute(model, b) for b in batches]
+    comp0, suff0 = explicit_erasure(model, SEQUENCES[:2], maps[0])
+    comp1, suff1 = explicit_erasure(model, SEQUENCES[2:], maps[1])
+    assert out["random_order"]["comprehensiveness"] == pytest.approx(np.r_[comp0, comp1].mean(), abs=1e-10)
+    assert out["random_order"]["sufficiency"] == pytest.approx(np.r_[suff0, suff1].mean(), abs=1e-10)
+    assert out["random_order"]["comprehensiveness"] != pytest.approx(out["comprehensiveness"], abs=1e-6)
+    assert "random_order" not in faithfulness(model, batches, FixedExplainer(), mask_token_id=MASK)
+
+
 def test_faithfulness_accepts_a_spec_string() -> None:
     out = faithfulness(tiny_bert(), [make_batch(SEQUENCES[:2])], "gxi", mask_token_id=MASK)
     assert np.isfinite(out["comprehensiveness"]) and np.isfinite(out["sufficiency"])
@@ -264,6 +280,8 @@ def test_explanation_report_on_synthetic_task(tmp_path: Path) -> None:
     assert report["n_examples"] == 10
     assert -1 <= report["consistency"]["spearman"] <= 1
     assert set(report["faithfulness"]) == {"student", "teacher"}
+    shuffled = report["faithfulness"]["student"]["random_order"]  # the student's maps beside a random order
+    assert -1 <= shuffled["comprehensiveness"] <= 1 and -1 <= shuffled["sufficiency"] <= 1
     assert report["plausibility"]["student"]["n_scored"] == 10  # single-token words align exactly
     assert 0 <= report["evidence_mass"]["teacher"] <= 1
     json.dumps(to_jsonable(report))

@@ -72,8 +72,9 @@ def test_bilstm_egkd_every_family_subprocess(tiny_teacher, glue_dir, tmp_path_fa
     for side in e["faithfulness"].values():
         assert side["n_examples"] == 40 and side["n_scored"] == 40
         assert -1.0 <= side["comprehensiveness"] <= 1.0 and -1.0 <= side["sufficiency"] <= 1.0
+        assert -1.0 <= side["random_order"]["comprehensiveness"] <= 1.0
     shown = " ".join(capsys.readouterr().err.split())  # the CLI prints it, as for a transformer student
-    assert "(on words); student comprehensiveness" in shown
+    assert "(on words); student comprehensiveness" in shown and "(random order: " in shown
 
 
 def test_cnn_egkd_gradient_and_perturbation(tiny_teacher, glue_dir, tmp_path_factory, egkd_cache):
