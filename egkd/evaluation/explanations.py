@@ -13,7 +13,8 @@ The design (DESIGN.md, Evaluation) asks three questions of a distilled student's
   (or the planted evidence of :mod:`egkd.data.synthetic`).
 
 Units are token positions with ``word_ids >= 0`` (the explainers' own unit), because teacher and student
-share a tokenizer for now; plausibility works on words because rationales are given per word. Rankings
+share a tokenizer here (a student with its own vocabulary: :mod:`egkd.evaluation.words`); plausibility
+works on words because rationales are given per word. Rankings
 use the *signed* score by default (high = supports the explained class), which is what erasing "the most
 important units" means for a signed map; ``absolute=True`` ranks by magnitude instead. Ties are broken
 by position (earlier first) so every number here is deterministic.
@@ -358,8 +359,8 @@ def evidence_mass(maps: Rows, word_ids: Rows, evidence_word_ids: Sequence[Sequen
 def _check_shared_tokenizer(student: nn.Module, teacher: nn.Module, student_tokenizer: Any,
                             teacher_tokenizer: Any) -> None:
     """Token-level comparison needs one tokenizer; compare vocabularies when given, else configs."""
-    message = ("teacher and student tokenizers differ; explanation metrics compare token maps, word-level "
-               "comparison comes with a later issue")
+    message = ("teacher and student tokenizers differ, and this report compares token maps: use the word-level "
+               "egkd.evaluation.words.word_explanations (egkd evaluate --explanations picks it)")
     if student_tokenizer is not None and teacher_tokenizer is not None:
         if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
             raise EgkdError(message)
