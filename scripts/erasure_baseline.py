@@ -27,8 +27,7 @@ import torch
 from egkd.bench.glue import is_finished, slug, split_students
 from egkd.bench.records import read_results
 from egkd.data.tasks import get_task
-from egkd.data.tokenize import Collator
-from egkd.evaluation.explanations import faithfulness
+from egkd.evaluation.words import own_faithfulness
 from egkd.explain import get_explainer
 from egkd.models.students import load_classifier
 
@@ -40,12 +39,10 @@ def score(run: Path, task: str, examples: int) -> dict[str, float]:
     spec = get_task(task)
     cfg = api.read_run_config(run) or RunConfig(task=task)
     built = load_classifier(str(run), spec, expect_head=True)
-    built.model.eval()
     eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
     ds = api.load_tokenized(spec, spec.dev_splits[0], built.tokenizer, eval_cfg, examples, all_processes=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=32, collate_fn=Collator(built.tokenizer, spec.is_regression))
-    mask_id = int(built.tokenizer.mask_token_id)
-    f = faithfulness(built.model, loader, get_explainer("gxi"), mask_id, random_order=True)
+    # the model erased on its own tokens with its own [MASK], beside the random order: what the grid's scoring does
+    f = own_faithfulness(built, ds, get_explainer("gxi"), spec.is_regression)
     return {"comp_gxi": f["comprehensiveness"], "suff_gxi": f["sufficiency"],
             "comp_random": f["random_order"]["comprehensiveness"], "suff_random": f["random_order"]["sufficiency"]}
 
