@@ -696,13 +696,15 @@ def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: flo
 
 
 def needs_rescoring(record: dict[str, Any]) -> bool:
-    """A student unit recorded without faithfulness: scored before egkd measured it for its kind of student
-    (students with their own vocabulary, until 2026-12-06)."""
-    return record.get("kind") == "student" and record.get("comprehensiveness") is None
+    """A student unit recorded without faithfulness or without its random-order baseline: scored before egkd
+    measured them (faithfulness of students with their own vocabulary, and the random order, until 2026-12-06)."""
+    return record.get("kind") == "student" and (record.get("comprehensiveness") is None
+                                                 or record.get("comprehensiveness_random") is None)
 
 
 def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
-    """Score again the explanations of the grid's finished units recorded without faithfulness; returns how many.
+    """Score again the explanations of the grid's finished units recorded without faithfulness or its random-order
+    baseline (:func:`needs_rescoring`); returns how many.
 
     Training, dev predictions and speed stay as recorded (:func:`egkd.api.rescore_explanations`); the record's
     explanation columns are replaced in place and ``rescored`` notes when. The consistency, measured again on
@@ -713,7 +715,8 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
 
     done = read_results(grid.out)
     units = [u for u in grid.units() if u.key in done and needs_rescoring(done[u.key])]
-    console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without faithfulness")
+    console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without faithfulness "
+                  "or its random-order baseline")
     gone = [u.key for u in units if not is_finished(grid.out / done[u.key]["run"])]
     if gone:  # run folders are not committed: a record can come from another machine
         console.print(f"[yellow]{len(gone)} of them have no finished run folder here (e.g. {gone[0]}; run folders "

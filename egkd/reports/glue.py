@@ -387,6 +387,26 @@ def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
     return ["task", "cache", "examples", "seconds (once)", "s per 1,000 examples", "first used by"], rows
 
 
+def erasure_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -> tuple[list[str], list[list[str]]]:
+    """Each student's AOPC beside a random erasure order of the same tokens, for the seeds scored with both.
+
+    Why: erasing any token with [MASK] moves some students a lot whatever their map says, so AOPC alone
+    rewards sensitivity to [MASK]; only the gap to the random order credits the map's ranking.
+    """
+    rows = []
+    for (task, student, method), group in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), kv[0][1:])):
+        both = [r for r in group if r.get("comprehensiveness") is not None
+                and r.get("comprehensiveness_random") is not None]
+        if not both:
+            continue
+        comp, comp_r, suff, suff_r = (_mean([r[f] for r in both]) for f in (
+            "comprehensiveness", "comprehensiveness_random", "sufficiency", "sufficiency_random"))
+        rows.append([task, student, method, str(len(both)), _fmt(comp, 3), _fmt(comp_r, 3), f"{comp - comp_r:+.3f}",
+                     _fmt(suff, 3), _fmt(suff_r, 3), f"{suff - suff_r:+.3f}"])
+    return ["task", "student", "method", "seeds", "comp. AOPC", "comp. random", "comp. - random",
+            "suff. AOPC", "suff. random", "suff. - random"], rows
+
+
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
     chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
@@ -590,6 +610,14 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
         parts.append(f"## {spec.folder} (dev, main metric {spec.main_metric}{where})\n\n" + to_markdown(header, rows))
         if out:
             write_csv(Path(out).with_name(f"{Path(out).stem}-{task}.csv"), header, rows)
+    header, rows = erasure_rows(tasks, groups)
+    if rows:
+        parts.append("## Faithfulness against a random erasure order\n\nThe AOPC columns above beside the same "
+                     "erasure in a random order of the example's tokens (`RandomOrder`, seeded by the tokens), for "
+                     "the seeds scored with both (units scored before 2026-12-06 whose run folders are on another "
+                     "machine have no random order). A map is faithful where comprehensiveness gains over random "
+                     "(higher is better) and sufficiency gains below it (more negative is better); a high AOPC with "
+                     "no gain only says the student reacts to [MASK].\n\n" + to_markdown(header, rows))
     header, rows = cache_rows(records)
     if rows:
         parts.append("## One-off teacher cache cost\n\nBuilt once per (teacher, data, explainer, length) and "

@@ -273,6 +273,14 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     coverage = text.split("## Coverage")[1].split("##")[0]
     assert "| layers:1 | egkd-gradient | 2 | 2 |" in coverage and "| layers:1 | kd | 2 | 2 |" in coverage
     assert "Per family: egkd-gradient ahead of KD on " in text and "1 of the tasks where both ran" in text
+    # AOPC beside the random erasure order, averaged over the seeds that have both, the gain their difference
+    erasure = text.split("## Faithfulness against a random erasure order")[1].split("##")[0]
+    recs = [r for r in read_results(out).values() if r.get("method") == "egkd-gradient" and r["kind"] == "student"]
+    comp = sum(r["comprehensiveness"] for r in recs) / 2
+    comp_r = sum(r["comprehensiveness_random"] for r in recs) / 2
+    assert len(recs) == 2 and comp_r is not None
+    assert (f"| rte | layers:1 | egkd-gradient | 2 | {comp:.3f} | {comp_r:.3f} | {comp - comp_r:+.3f} |"
+            in erasure)
     assert "## One-off teacher cache cost" in text
     caches = text.split("## One-off teacher cache cost")[1].split("##")[0]
     gradient = next(line for line in caches.splitlines() if line.startswith("| rte | gradient, explainer gxi, target "
@@ -716,6 +724,18 @@ def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(
     shown = " ".join("".join(capsys.readouterr()).split())
     assert "1 finished unit(s) without faithfulness" in shown and "1 of them have no finished run folder" in shown
     assert read_results(out)[other]["comprehensiveness"] is None and read_results(out)[key] == after
+    # a unit scored with faithfulness but before the random-order baseline existed gets the baseline alone
+    third = "rte/layers-1/egkd-gradient/seed42"
+    full = read_results(out)[third]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("".join(
+        to_line({**from_line(x), "comprehensiveness_random": None, "sufficiency_random": None}) + "\n"
+        if third in x else x + "\n" for x in lines))
+    assert cli_main(*flags, "--rescore") == 0
+    assert "2 finished unit(s) without faithfulness" in " ".join("".join(capsys.readouterr()).split())
+    filled = read_results(out)[third]
+    for field in ("comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random"):
+        assert filled[field] == pytest.approx(full[field], abs=1e-9), field
 
 
 def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(grid_out, monkeypatch, capsys):
