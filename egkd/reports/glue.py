@@ -185,6 +185,17 @@ def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
                     rows[i][col] = f"**{rows[i][col]}**"
 
 
+def partial_average(key: tuple[str, str], tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]]
+                    ) -> tuple[float, list[str]] | None:
+    """The mean main metric of a row that lacks some tasks, over the tasks it has (at least two), and those
+    tasks: a student not run on every task (no SST-2 on CPUs) is still compared with the teacher and with its
+    KD row on the same tasks, never with a five-task average."""
+    have = [t for t in tasks if key in stats.get(t, {})]
+    if len(have) < 2 or len(have) == len(tasks):
+        return None
+    return statistics.fmean(stats[t][key]["score"] for t in have), have
+
+
 def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
                  floors: dict[str, float]) -> tuple[list[str], list[list[str]], dict[tuple[str, str], float]]:
     """Main metric per task and the average over the tasks every row has: the teacher first, then each task's
@@ -204,8 +215,14 @@ def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
         avg = _mean(scores) if complete else None
         if avg is not None:
             averages[key] = avg
-        rows.append([*key, *[_fmt(s) for s in scores], _fmt(avg) if complete else "(incomplete)",
-                     _fmt(100 * avg / teacher_avg, 1) if avg is not None and teacher_avg else "-"])
+        cells = [_fmt(avg), _fmt(100 * avg / teacher_avg, 1) if avg is not None and teacher_avg else "-"]
+        part = None if complete else partial_average(key, tasks, stats)
+        if part and all(t in teachers for t in part[1]):
+            base = statistics.fmean(teachers[t]["score"] for t in part[1])
+            cells = [f"{part[0]:.2f} ({len(part[1])} tasks)", f"{100 * part[0] / base:.1f} (same {len(part[1])})"]
+        elif not complete:
+            cells = ["(incomplete)", "-"]
+        rows.append([*key, *[_fmt(s) for s in scores], *cells])
     return header, rows, averages
 
 
@@ -246,6 +263,7 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
     baselines = ["kd", "ft", "pkd", "adkd"]  # the methods a reader knows first, then the explanation families
     methods = sorted({m for t in stats.values() for s, m in t if s == student},
                      key=lambda m: (baselines.index(m) if m in baselines else len(baselines), m))
+    seen: set[tuple[str, ...]] = set()  # the task sets of rows averaged over fewer tasks than the page has
     for method in methods:
         cells = []
         for t in tasks:
@@ -255,8 +273,17 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
                 f" ({d.delta:+.2f}{'*' if d.significant else ''})" if d else ""))
         avg = averages.get((student, method))
         gap = f" ({avg - kd_avg:+.2f})" if avg is not None and kd_avg is not None and method != "kd" else ""
+        average = "(incomplete)" if avg is None else _fmt(avg) + gap
+        part, kd_part = partial_average((student, method), tasks, stats), partial_average((student, "kd"), tasks, stats)
+        if avg is None and part:
+            same = kd_part and kd_part[1] == part[1] and method != "kd"
+            average = f"{part[0]:.2f} ({f'{part[0] - kd_part[0]:+.2f}; ' if same else ''}{len(part[1])} tasks)"
+            seen.add(tuple(part[1]))
         cons = _mean([stats[t][(student, method)]["consistency"] for t in tasks if (student, method) in stats[t]])
-        rows.append([method, *cells, "(incomplete)" if avg is None else _fmt(avg) + gap, _fmt(cons)])
+        rows.append([method, *cells, average, _fmt(cons)])
+    if len(seen) == 1 and all(t in teachers for t in next(iter(seen))):  # the teacher on the same tasks
+        same_tasks = next(iter(seen))
+        rows[0][-2] += f" ({len(same_tasks)} tasks: {_fmt(_mean([teachers[t]['score'] for t in same_tasks]))})"
     return header, rows
 
 
@@ -637,7 +664,8 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
     for i, student in enumerate(summary_students(stats)):
         intro = ("Each task's main metric (mean over seeds; RTE, SST-2 accuracy, MRPC F1, STS-B Pearson, CoLA "
                  "Matthews) and, in brackets, the difference to KD; `*`: its 95 % interval excludes zero. The average "
-                 "is over the tasks every row has." if i == 0 else
+                 "is over every task; a student that lacks some is averaged over the tasks it has, marked `(n "
+                 "tasks)`, and the teacher row adds its own average over those tasks." if i == 0 else
                  "The same table for another student; how many seeds each cell holds: the Coverage table.")
         parts.insert(2 + i, f"## Summary: student `{student}`\n\n{intro}\n\n"
                      + to_markdown(*summary_rows(student, tasks, teachers, stats, averages)))

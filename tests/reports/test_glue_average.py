@@ -52,3 +52,21 @@ def test_a_summary_for_the_main_student_and_each_other_student_compared_with_kd_
     assert [r[0] for r in main] == ["(teacher)", "kd", "pkd", "egkd-gradient"]  # the baselines first
     assert main[3][1:4] == ["53.00 (+3.00*)", "79.00 (-1.00)", "(incomplete)"]
     assert main[2][1] == "-"  # PKD did not run on RTE
+
+
+def test_a_student_missing_a_task_is_averaged_over_its_tasks_beside_the_teacher_and_kd_on_the_same_ones():
+    def st(score, delta=None):
+        return {"score": score, "diff": SimpleNamespace(delta=delta, significant=False) if delta is not None else None,
+                "consistency": 0.2}
+    tasks = ["rte", "stsb", "sst2"]
+    teachers = {"rte": {"score": 60.0}, "stsb": {"score": 80.0}, "sst2": {"score": 90.0}}
+    stats = {"rte": {("small", "kd"): st(50), ("small", "ft"): st(52, 2.0)},
+             "stsb": {("small", "kd"): st(70), ("small", "ft"): st(71, 1.0)},
+             "sst2": {}}  # no SST-2 for this student
+    _, rows, averages = average_rows(tasks, teachers, stats, {"rte": 55.0, "stsb": 0.0, "sst2": 50.0})
+    kd = next(r for r in rows if r[:2] == ["small", "kd"])
+    assert kd[-2:] == ["60.00 (2 tasks)", "85.7 (same 2)"]  # (50 + 70) / 2 against the teacher's (60 + 80) / 2
+    assert averages == {}  # a partial average never enters the targets, which need every task
+    _, rows = summary_rows("small", tasks, teachers, stats, averages)
+    assert rows[0][-2] == "76.67 (2 tasks: 70.00)"  # the teacher's own average, then over the student's tasks
+    assert rows[1][-2] == "60.00 (2 tasks)" and rows[2][-2] == "61.50 (+1.50; 2 tasks)"
