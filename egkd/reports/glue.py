@@ -611,9 +611,9 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                  "sufficiency (lower is better) of the student's own maps, in probability of the predicted "
                  "class (STS-B: in label units of the raw output, so not comparable across tasks); a student with its "
                  "own vocabulary (BiLSTM) is erased on its own tokens with its own [MASK]. AOPC also grows with how "
-                 "much a student reacts to [MASK] at all, whatever its map ranks: `scripts/erasure_baseline.py` "
-                 "sets each map beside a random erasure order of the same tokens (docs/measurements.md, section "
-                 "16). Train cost vs "
+                 "much a student reacts to [MASK] at all, whatever its map ranks: the section *Faithfulness against "
+                 "a random erasure order* below sets each map beside a random order of the same tokens "
+                 "(docs/measurements.md, sections 16-17). Train cost vs "
                  "KD: wall seconds per epoch of these runs over KD's, teacher caches excluded — on a shared "
                  "machine this is noisy; `egkd bench cost` measures the same ratio on identical batches in one "
                  "process.\n")
