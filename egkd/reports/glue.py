@@ -198,9 +198,10 @@ def partial_average(key: tuple[str, str], tasks: list[str], stats: dict[str, dic
 
 def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[tuple[str, str], dict]],
                  floors: dict[str, float]) -> tuple[list[str], list[list[str]], dict[tuple[str, str], float]]:
-    """Main metric per task and the average over the tasks every row has: the teacher first, then each task's
-    headroom (the teacher over ``floors``, the majority class), so a reader sees how little room some tasks
-    leave a method to differ in."""
+    """Main metric per task and the average over every task (a row that lacks some: over the tasks it has, beside
+    the teacher's over the same, :func:`partial_average`): the teacher first, then each task's headroom (the
+    teacher over ``floors``, the majority class), so a reader sees how little room some tasks leave a method to
+    differ in."""
     header = ["student", "method", *tasks, "average", "% of teacher"]
     teacher_avg = _mean([teachers[t]["score"] for t in tasks if t in teachers])
     room = {t: teachers[t]["score"] - floors[t] for t in tasks if t in teachers and t in floors}
