@@ -762,3 +762,10 @@ def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(gri
     assert float(cells[4]) == pytest.approx(sum(r["comprehensiveness"] for r in recorded) / 2, abs=5e-4)
     assert float(cells[7]) == pytest.approx(sum(r["sufficiency"] for r in recorded) / 2, abs=5e-4)
     assert float(cells[6]) == pytest.approx(float(cells[4]) - float(cells[5]), abs=2e-3)
+    # another explainer's map is erased the same way; the random order, which ignores the map, stays as it was
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--explainer", "occlusion"])
+    script.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert "comprehensiveness: occlusion | random | occlusion - random" in lines[0]
+    other = [c.strip() for c in next(x for x in lines if x.startswith("| rte |")).strip("|").split("|")]
+    assert other[5] == cells[5] and other[8] == cells[8]
