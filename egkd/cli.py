@@ -327,7 +327,8 @@ def bench_glue(
     wait: Annotated[bool, typer.Option(help="when another process sharing --out runs units this one needs, wait for "
                                             "them and go on (--no-wait: skip them and stop)")] = True,
     rescore: Annotated[bool, typer.Option(help="train nothing: score the explanations of finished units recorded "
-                                               "without faithfulness, keeping their training and predictions")]
+                                               "without faithfulness or its random-order baseline, keeping "
+                                               "their training and predictions")]
     = False,
 ) -> None:
     """Run the GLUE grid (task x student x method x seed), resumably; `egkd report OUT` renders it."""

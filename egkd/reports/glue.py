@@ -216,12 +216,12 @@ def average_rows(tasks: list[str], teachers: dict[str, dict], stats: dict[str, d
         avg = _mean(scores) if complete else None
         if avg is not None:
             averages[key] = avg
-        cells = [_fmt(avg), _fmt(100 * avg / teacher_avg, 1) if avg is not None and teacher_avg else "-"]
-        part = None if complete else partial_average(key, tasks, stats)
-        if part and all(t in teachers for t in part[1]):
+        if complete:
+            cells = [_fmt(avg), _fmt(100 * avg / teacher_avg, 1) if teacher_avg else "-"]
+        elif (part := partial_average(key, tasks, stats)) and all(t in teachers for t in part[1]):
             base = statistics.fmean(teachers[t]["score"] for t in part[1])
             cells = [f"{part[0]:.2f} ({len(part[1])} tasks)", f"{100 * part[0] / base:.1f} (same {len(part[1])})"]
-        elif not complete:
+        else:
             cells = ["(incomplete)", "-"]
         rows.append([*key, *[_fmt(s) for s in scores], *cells])
     return header, rows, averages
@@ -260,7 +260,7 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
     header = ["method", *[get_task(t).folder for t in tasks], "average", "consistency (mean)"]
     rows = [["(teacher)", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
              _fmt(_mean([teachers[t]["score"] for t in tasks if t in teachers])), "-"]]
-    kd_avg = averages.get((student, "kd"))
+    kd_avg, kd_part = averages.get((student, "kd")), partial_average((student, "kd"), tasks, stats)
     baselines = ["kd", "ft", "pkd", "adkd"]  # the methods a reader knows first, then the explanation families
     methods = sorted({m for t in stats.values() for s, m in t if s == student},
                      key=lambda m: (baselines.index(m) if m in baselines else len(baselines), m))
@@ -275,7 +275,7 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
         avg = averages.get((student, method))
         gap = f" ({avg - kd_avg:+.2f})" if avg is not None and kd_avg is not None and method != "kd" else ""
         average = "(incomplete)" if avg is None else _fmt(avg) + gap
-        part, kd_part = partial_average((student, method), tasks, stats), partial_average((student, "kd"), tasks, stats)
+        part = partial_average((student, method), tasks, stats)
         if avg is None and part:
             same = kd_part and kd_part[1] == part[1] and method != "kd"
             average = f"{part[0]:.2f} ({f'{part[0] - kd_part[0]:+.2f}; ' if same else ''}{len(part[1])} tasks)"
