@@ -424,19 +424,13 @@ def explanation_metrics(student: Built, teacher: Built, ds, t_ds, spec: TaskSpec
             raise EgkdError("--rationales needs a student that shares the teacher's tokenizer (plausibility is "
                             "measured on its token maps); leave it out for a student with its own vocabulary")
         return word_explanations(student, teacher, ds, t_ds, spec, explainer, max_examples, teacher_faithfulness)
-    from egkd.evaluation.explanations import explanation_report, to_jsonable
+    from egkd.evaluation.explanations import explanation_report, means_only, to_jsonable
 
     report = explanation_report(student.model, teacher.model, ds, Collator(student.tokenizer, spec.is_regression),
                                 explainer, max_examples, rationale_file, tokenizer=student.tokenizer,
                                 teacher_tokenizer=teacher.tokenizer, show=show,
                                 teacher_faithfulness=teacher_faithfulness)
-
-    def strip(d: Any) -> Any:
-        if isinstance(d, dict):
-            return {k: strip(v) for k, v in d.items() if not k.endswith("per_example")}
-        return d
-
-    return to_jsonable(strip(report))
+    return to_jsonable(means_only(report))
 
 
 def rescore_explanations(run_dir: str | Path, teacher: str | None = None, explainer: str = "gxi",

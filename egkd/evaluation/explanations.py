@@ -473,6 +473,13 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
     return report
 
 
+def means_only(report: Any) -> Any:
+    """``report`` without its ``*per_example`` arrays, recursively: what metrics.json keeps (the means), small."""
+    if isinstance(report, Mapping):
+        return {k: means_only(v) for k, v in report.items() if not str(k).endswith("per_example")}
+    return report
+
+
 def to_jsonable(value: Any) -> Any:
     """Numpy arrays to lists and NaN to ``None``, recursively, so a report can be written as JSON."""
     if isinstance(value, Mapping):

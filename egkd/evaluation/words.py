@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from egkd.data.tokenize import Collator
 from egkd.errors import EgkdError
-from egkd.evaluation.explanations import consistency, faithfulness, to_jsonable
+from egkd.evaluation.explanations import consistency, faithfulness, means_only, to_jsonable
 from egkd.explain import get_explainer, to_words
 from egkd.explain.base import model_inputs
 
@@ -58,7 +58,7 @@ def own_faithfulness(built, ds, explainer, is_regression: bool, batch_size: int 
     built.model.eval()
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=Collator(built.tokenizer, is_regression=is_regression))
     report = faithfulness(built.model, loader, explainer, int(mask_id), random_order=True)
-    return {k: v for k, v in report.items() if not k.endswith("per_example")}
+    return means_only(report)
 
 
 def word_explanations(student, teacher, s_ds, t_ds, spec, explainer: str = "gxi", max_examples: int | None = None,
@@ -78,7 +78,7 @@ def word_explanations(student, teacher, s_ds, t_ds, spec, explainer: str = "gxi"
         n = min(len(t), len(s))  # truncation may cut the two tokenizations at different words
         t_mat[i, :n], s_mat[i, :n], mask[i, :n] = t[:n], s[:n], 1
     report = consistency(t_mat, s_mat, mask)
-    summary = {k: v for k, v in report.items() if not k.endswith("per_example")}
+    summary = means_only(report)
     faith = {"student": own_faithfulness(student, s_ds, exp, spec.is_regression)}
     if teacher_faithfulness:
         faith["teacher"] = own_faithfulness(teacher, t_ds, exp, spec.is_regression)
