@@ -35,6 +35,7 @@ from egkd.data.tokenize import Collator, tokenize_split
 from egkd.errors import EgkdError
 from egkd.evaluation.metrics import fidelity, predictions_from_logits, task_metrics
 from egkd.explain.base import model_inputs
+from egkd.explain.student import student_map_options
 from egkd.losses.explanation import ADKDAttribution, GradientAlignment, PerturbationMatching, SelectionConsistency
 from egkd.losses.terms import GoldLoss, KDLoss, LossTerm, PKDLoss, parse_layer_map
 from egkd.models.students import Built, build_student, count_parameters, load_classifier, needs_texts, uniform_layers
@@ -146,7 +147,12 @@ def build_terms(cfg: RunConfig, student: Built, units: str = "token") -> list[Lo
             tok = student.tokenizer
             for family in explainer_families(cfg.explainer):
                 if family == "gradient":
-                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction))
+                    steps, baseline = student_map_options(cfg.student_explainer)
+                    if steps > 1 and cfg.explain_target == "all":
+                        raise EgkdError("--student-explainer ig is single-class; use --explain-target pred or gold, "
+                                        "or --student-explainer gxi for the multi-view maps")
+                    terms.append(families["gradient"](cfg.grad_weight, kind=cfg.align_loss, fraction=cfg.grad_fraction,
+                                                      steps=steps, baseline=baseline))
                     terms[-1].every = max(1, cfg.grad_every)
                 elif family == "perturbation":
                     terms.append(families["perturbation"](cfg.perturb_weight, k=cfg.perturb_k, mix=cfg.perturb_mix,

@@ -58,6 +58,8 @@ HELP = {
     "explainer": "egkd families, combined with '+': gradient | perturbation | selection",
     "explain_target": "class explained: pred (the teacher's prediction) | gold | all (multi-view: every class)",
     "teacher_explainer": "teacher map for gradient/selection: saliency | gxi | ig[:steps=8]",
+    "student_explainer": "student map of the gradient family (double backprop): gxi | ig[:steps=2,baseline=pad]; "
+                         "ig costs steps x gxi's double backprop",
     "align_loss": "map alignment: mse | cosine | kl | topk (on L2-normalised maps) | rank (Spearman-like)",
     "grad_fraction": "share of each batch given the double-backprop student map",
     "perturb_k": "occluded copies per example and step (each costs a forward+backward)",
@@ -80,8 +82,8 @@ COMMON = ["task", "data_dir", "out", "epochs", "batch_size", "learning_rate", "m
           "deterministic", "eval_every", "save_every", "log_with", "log_every", "length_grouping", "keep_best"]
 DISTILL = ["teacher", "student", "method", "augment", "augment_mask", "augment_ngram",
            "alpha", "temperature", "pkd_weight", "pkd_layer_map", "teacher_cache",
-           "explainer", "explain_target", "teacher_explainer", "align_loss", "grad_weight", "grad_fraction",
-           "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
+           "explainer", "explain_target", "teacher_explainer", "student_explainer", "align_loss", "grad_weight",
+           "grad_fraction", "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
            "perturb_units", "select_weight", "rationale_budget", "comp_weight", "select_fraction", "adkd_weight",
            "adkd_steps", "adkd_top_k", "explain_warmup", "explain_grad_ratio"]
 

@@ -64,6 +64,7 @@ class RunConfig:
     explainer: str = "gradient"  # gradient | perturbation | selection | gradient+perturbation ...
     explain_target: str = "pred"  # class the explanations are taken for: pred (teacher's) | gold | all
     teacher_explainer: str = "gxi"  # teacher map of the gradient family: saliency | gxi | ig[:steps=8]
+    student_explainer: str = "gxi"  # student map of the gradient family: gxi | ig[:steps=2,baseline=pad|zero]
     align_loss: str = "mse"  # mse | cosine | kl | topk (over L2-normalised unit maps) | rank
     grad_weight: float = 1.0
     grad_fraction: float = 0.25  # share of each batch that gets the (double backprop) student map

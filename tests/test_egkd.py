@@ -495,6 +495,29 @@ def test_gradient_alignment_with_fraction_uses_only_the_first_rows():
     assert float(term(out3).detach()) != pytest.approx(float(expected), rel=1e-3)
 
 
+def test_student_explainer_ig_gives_the_training_step_a_few_step_ig_map():
+    model, batch = _tiny_student(), _bert_batch(b=4)
+    cache = _gradient_cache(batch)
+    built = Built(model, type("Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD})())
+    cfg = RunConfig(method="egkd", explainer="gradient", grad_fraction=0.5, student_explainer="ig:steps=3")
+    (_, _, term) = api.build_terms(cfg, built)
+    assert (term.steps, term.baseline) == (3, "pad")
+    out = forward(model, batch, [term], None, {"gradient": cache}, False, step=0)
+    first = {k: v[:2] for k, v in batch.items()}
+    target = cache.tensors["target"][:2]
+    _, ig_map = student_gradient_map(model, first, target, steps=3, baseline="pad")
+    _, gxi_map = student_gradient_map(model, first, target)
+    torch.testing.assert_close(out.extras["student_map"].detach(), ig_map.detach())
+    assert not torch.allclose(ig_map, gxi_map)
+    with torch.no_grad():  # the map's forward still yields the clean input's logits for CE/KD
+        plain = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+    torch.testing.assert_close(out.student_logits.detach(), plain, atol=1e-5, rtol=1e-5)
+    with pytest.raises(EgkdError, match="single-class"):
+        api.build_terms(RunConfig(method="egkd", explain_target="all", student_explainer="ig"), built)
+    with pytest.raises(EgkdError, match="unknown student explainer"):
+        api.build_terms(RunConfig(method="egkd", student_explainer="saliency"), built)
+
+
 def test_term_every_skips_steps():
     model, batch = _tiny_student(), _bert_batch(b=4)
     cache = {"gradient": _gradient_cache(batch)}

@@ -49,16 +49,20 @@ def computed(occluded: Tensor, width: int) -> Tensor:
 
 
 class GradientAlignment(LossTerm):
-    """Align the student's gradient x input map to the cached teacher map (normalized MSE by default)."""
+    """Align the student's gradient x input map (or few-step IG map) to the cached teacher map (normalized MSE
+    by default)."""
 
     name = "gradient"
     cache_family = "gradient"
     explanation = True
     student_map = True
 
-    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, kind: str = "mse", fraction: float = 1.0, steps: int = 1,
+                 baseline: str = "zero") -> None:
         super().__init__(weight)
         self.kind, self.fraction = kind, fraction
+        # the student's map: IG over ``steps`` points from ``baseline``; the defaults give gradient x input
+        self.steps, self.baseline = steps, baseline
 
     def align(self, smap: Tensor, teacher_map: Tensor, mask: Tensor) -> Tensor:
         return alignment_loss(smap, teacher_map, mask, kind=self.kind)

@@ -319,7 +319,8 @@ def forward(model, batch, terms: list[LossTerm], teacher: Teacher | None, caches
             logits_map, extras["student_map"] = student_gradient_maps_all_classes(_unwrap(model), sub)
         else:
             target = cached[map_term.cache_family]["target"][:n]
-            logits_map, extras["student_map"] = student_gradient_map(_unwrap(model), sub, target)
+            logits_map, extras["student_map"] = student_gradient_map(_unwrap(model), sub, target,
+                                                                     steps=map_term.steps, baseline=map_term.baseline)
         rest = {k: v[n:] for k, v in rows.items()}
         parts = [logits_map]
         if rest["input_ids"].shape[0]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from egkd.errors import EgkdError
 from egkd.explain.align import alignment_loss
 from egkd.explain.base import unit_mask
 from egkd.explain.gradient_x_input import GradientXInput
-from egkd.explain.student import student_gradient_map, student_gradient_maps_all_classes
+from egkd.explain.student import student_gradient_map, student_gradient_maps_all_classes, student_map_options
 
 from .conftest import make_model
 
@@ -126,3 +128,62 @@ def test_double_backprop_forwards_allow_only_the_math_attention_kernel(monkeypat
     out = StepOutputs(batch=batch, student_logits=logits, extras={"teacher_model": teacher, "model": student})
     ADKDAttribution(steps=2)(out).backward()
     assert calls and not any(calls), "AD-KD's student forward allowed a fused kernel"
+
+
+def test_few_step_ig_map_equals_the_ig_explainer_and_keeps_the_input_logits(model, batch):
+    """The training map with ``steps`` points is IG by the right Riemann sum from the [PAD] baseline: the explainer
+    (stacked path, its own batching) must give the same map, and the logits are those of the clean input."""
+    from egkd.explain.integrated_gradients import IntegratedGradients
+
+    target = torch.tensor([1, 0, 1])
+    logits, gmap = student_gradient_map(model, batch, target, steps=3, baseline="pad")
+    plain = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+    torch.testing.assert_close(logits, plain)
+    expected = IntegratedGradients(steps=3, baseline="pad", method="riemann_right").attribute(model, batch, target)
+    torch.testing.assert_close(gmap.detach(), expected)
+    assert not torch.allclose(gmap.detach(), GradientXInput().attribute(model, batch, target))
+    assert (gmap[~unit_mask(batch)] == 0).all()
+
+
+def test_few_step_ig_map_trains_the_student_through_every_path_point(model, batch):
+    """Double backprop through the stacked path: the loss's gradient agrees with finite differences."""
+    target = torch.tensor([1, 0, 1])
+    teacher, mask = _teacher_map(batch), unit_mask(batch)
+    param = model.bert.encoder.layer[1].attention.self.key.weight
+
+    def loss():
+        return alignment_loss(student_gradient_map(model, batch, target, steps=2, baseline="pad")[1], teacher, mask)
+
+    (grad,) = torch.autograd.grad(loss(), param)
+    eps = 1e-6
+    for row, col in [(0, 1), (5, 9)]:
+        with torch.no_grad():
+            orig = param[row, col].item()
+            param[row, col] = orig + eps
+            up = loss().item()
+            param[row, col] = orig - eps
+            down = loss().item()
+            param[row, col] = orig
+        numeric = (up - down) / (2 * eps)
+        assert abs(grad[row, col].item()) > 1e-6
+        assert abs(grad[row, col].item() - numeric) <= 1e-6 * abs(numeric) + 1e-9, (row, col)
+
+
+def test_regression_ig_map_needs_no_target(regression_model, batch):
+    from egkd.explain.integrated_gradients import IntegratedGradients
+
+    _, gmap = student_gradient_map(regression_model, batch, None, steps=2, baseline="zero")
+    expected = IntegratedGradients(steps=2, baseline="zero", method="riemann_right").attribute(regression_model, batch)
+    torch.testing.assert_close(gmap.detach(), expected)
+
+
+@pytest.mark.parametrize(("spec", "expected"), [("gxi", (1, "zero")), ("ig", (2, "pad")),
+                                                ("ig:steps=4", (4, "pad")), ("ig:steps=3,baseline=zero", (3, "zero"))])
+def test_student_map_options(spec, expected):
+    assert student_map_options(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["occlusion", "ig:steps=0", "ig:baseline=mask", "ig:method=riemann_left", "gxi:x=1"])
+def test_student_map_options_refuse_what_the_training_map_cannot_do(spec):
+    with pytest.raises(EgkdError):
+        student_map_options(spec)
