@@ -42,8 +42,6 @@ def score(run: Path, task: str, examples: int, explainer: str = "gxi") -> dict[s
     eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
     ds = api.load_tokenized(spec, spec.dev_splits[0], built.tokenizer, eval_cfg, examples, all_processes=False)
     # the model erased on its own tokens with its own [MASK], beside the random order: what the grid's scoring does
-    if explainer.split(":")[0] == "occlusion" and "mask_token_id" not in explainer:  # occlude with its own [MASK]
-        explainer += ("," if ":" in explainer else ":") + f"mask_token_id={built.tokenizer.mask_token_id}"
     f = own_faithfulness(built, ds, get_explainer(explainer), spec.is_regression)
     return {"comp_map": f["comprehensiveness"], "suff_map": f["sufficiency"],
             "comp_random": f["random_order"]["comprehensiveness"], "suff_random": f["random_order"]["sufficiency"]}

@@ -22,7 +22,6 @@ by position (earlier first) so every number here is deterministic.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from egkd.errors import EgkdError
 from egkd.explain import Explainer, get_explainer, unit_mask
-from egkd.explain.occlusion import Occlusion
+from egkd.explain.occlusion import with_mask_token
 from egkd.explain.random_order import RandomOrder
 from egkd.reports.console import track
 
@@ -400,11 +399,8 @@ def explanation_report(student_model: nn.Module, teacher_model: nn.Module, datas
     """
     _check_shared_tokenizer(student_model, teacher_model, tokenizer, teacher_tokenizer)
     mask_id = _mask_token_id(mask_token_id, tokenizer, student_model)
-    explainer = _as_explainer(explainer_spec)
-    if isinstance(explainer, Occlusion) and explainer.mode == "mask" and explainer.mask_token_id is None:
-        # BERT configs carry no mask_token_id: occlude with the tokenizer's [MASK], as the perturbation cache does
-        explainer = copy.copy(explainer)
-        explainer.mask_token_id = mask_id
+    # BERT configs carry no mask_token_id: occlude with the tokenizer's [MASK], as the perturbation cache does
+    explainer = with_mask_token(_as_explainer(explainer_spec), mask_id)
     if max_examples is not None:
         dataset = dataset.select(range(min(max_examples, len(dataset))))
     student_model.eval()

@@ -23,6 +23,7 @@ from egkd.errors import EgkdError
 from egkd.evaluation.explanations import consistency, faithfulness, means_only, to_jsonable
 from egkd.explain import get_explainer, to_words
 from egkd.explain.base import model_inputs
+from egkd.explain.occlusion import with_mask_token
 
 
 def word_maps(model, ds, tokenizer, explainer, targets: np.ndarray | None, batch_size: int = 32
@@ -31,6 +32,7 @@ def word_maps(model, ds, tokenizer, explainer, targets: np.ndarray | None, batch
     the model's predictions."""
     device = next(model.parameters()).device
     model.eval()
+    own = with_mask_token(explainer, getattr(tokenizer, "mask_token_id", None))  # occlusion with this model's [MASK]
     rows, preds = [], []
     start = 0
     for batch in DataLoader(ds, batch_size=batch_size, collate_fn=Collator(tokenizer)):
@@ -40,7 +42,7 @@ def word_maps(model, ds, tokenizer, explainer, targets: np.ndarray | None, batch
         pred = logits.argmax(-1) if logits.shape[-1] > 1 else torch.zeros(len(logits), dtype=torch.long)
         b = len(pred)
         target = pred if targets is None else torch.as_tensor(targets[start:start + b], device=device)
-        token_map = explainer.attribute(model, batch, target).detach()
+        token_map = own.attribute(model, batch, target).detach()
         words = to_words(token_map.float(), batch["word_ids"]).cpu().numpy()
         counts = ((torch.where(batch["attention_mask"] > 0, batch["word_ids"], -1).max(1).values) + 1).cpu()
         rows.extend(words[i, : int(counts[i])] for i in range(b))
@@ -57,7 +59,7 @@ def own_faithfulness(built, ds, explainer, is_regression: bool, batch_size: int 
         raise EgkdError("faithfulness erases tokens with [MASK], but this model's tokenizer has no mask token")
     built.model.eval()
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=Collator(built.tokenizer, is_regression=is_regression))
-    report = faithfulness(built.model, loader, explainer, int(mask_id), random_order=True)
+    report = faithfulness(built.model, loader, with_mask_token(explainer, mask_id), int(mask_id), random_order=True)
     return means_only(report)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -167,3 +169,19 @@ class Occlusion(Explainer):
         with torch.no_grad():
             logits = model(**inputs).logits
         return logits if logits.shape[-1] == 1 else logits.softmax(-1)
+
+
+def with_mask_token(explainer: Explainer, mask_token_id: int | None) -> Explainer:
+    """``explainer``, or for a [MASK]-occlusion without a token id a copy that occludes with ``mask_token_id``.
+
+    BERT configs carry no ``mask_token_id``, so occlusion needs the tokenizer's; it is filled in per model
+    (a teacher and a student with their own vocabularies have different [MASK] ids) and the caller's
+    explainer is left untouched.
+    """
+    if isinstance(explainer, Occlusion) and explainer.mode == "mask" and explainer.mask_token_id is None:
+        if mask_token_id is None:
+            raise EgkdError("occlusion replaces words with [MASK], but this model's tokenizer has none: "
+                            "use --explainer occlusion:mode=remove")
+        explainer = copy.copy(explainer)
+        explainer.mask_token_id = int(mask_token_id)
+    return explainer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CORPUS, build_tiny_tokenizer
@@ -230,3 +231,30 @@ def test_own_vocabulary_faithfulness_erases_the_students_own_top_word_with_its_m
     assert report["comprehensiveness_by_fraction"]["0.01"] == pytest.approx(float(probs[target]) - p(without), abs=1e-5)
     assert report["sufficiency_by_fraction"]["0.01"] == pytest.approx(float(probs[target]) - p(only), abs=1e-5)
     assert report["n_scored"] == 1 and "comprehensiveness_per_example" not in report
+
+
+def test_occlusion_occludes_each_model_with_its_own_mask_token():
+    """`egkd evaluate --explainer occlusion` on a student with its own vocabulary: one explainer serves two models
+    with two tokenizers, so each model's occlusion takes its own tokenizer's [MASK], filled in without asking
+    (BERT and BiLSTM configs carry no mask_token_id)."""
+    from egkd.evaluation.words import own_faithfulness, word_maps
+    from egkd.explain import get_explainer
+
+    torch.manual_seed(0)
+    teacher = _tiny_teacher_built()
+    lstm = build_student("bilstm:hidden=8,embed=6", teacher, get_task("sst2"), texts=TINY_CORPUS)
+    lstm.model.eval()
+    frame = datasets.Dataset.from_dict({"idx": [0, 1], "text_a": [TINY_CORPUS[0], "a dull film"], "label": [1, 0]})
+    for built in (lstm, teacher):
+        ds = tokenize_split(frame, built.tokenizer, "sst2", 32)
+        explicit = get_explainer(f"occlusion:mask_token_id={built.tokenizer.mask_token_id}")
+        rows, _ = word_maps(built.model, ds, built.tokenizer, get_explainer("occlusion"), None)
+        expected, _ = word_maps(built.model, ds, built.tokenizer, explicit, None)
+        for got, want in zip(rows, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert any(np.abs(r).sum() > 0 for r in rows)
+    shared = get_explainer("occlusion")
+    assert own_faithfulness(lstm, ds_lstm := tokenize_split(frame, lstm.tokenizer, "sst2", 32), shared, False) == \
+        own_faithfulness(lstm, ds_lstm, get_explainer(f"occlusion:mask_token_id={lstm.tokenizer.mask_token_id}"),
+                         False)
+    assert shared.mask_token_id is None  # the caller's explainer is not changed
