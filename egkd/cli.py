@@ -153,7 +153,8 @@ def evaluate(
     teacher: Annotated[str | None, typer.Option(help="teacher for fidelity [default: the run's]")] = None,
     max_eval_examples: Annotated[int | None, typer.Option(help=HELP["max_eval_examples"])] = None,
     explanations: Annotated[bool, typer.Option(help="also explanation consistency and faithfulness")] = False,
-    explainer: Annotated[str, typer.Option(help="explainer for --explanations: gxi | saliency | ig | ...")] = "gxi",
+    explainer: Annotated[str, typer.Option(help="explainer for --explanations: gxi | saliency | ig[:steps=8] | "
+                                                           "occlusion (each model with its own [MASK])")] = "gxi",
     rationales: Annotated[str | None, typer.Option(help="JSON lines of human rationales (tokens, rationale)")] = None,
     max_explain_examples: Annotated[int | None, typer.Option(help="explain only the first N dev examples")] = None,
 ) -> None:
@@ -237,7 +238,7 @@ def explain(
     n: Annotated[int, typer.Option(help="number of dev examples")] = 20,
     out: Annotated[Path, typer.Option(help="folder for index.html and the PNGs")] = Path("views"),
     data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
-    explainer: Annotated[str, typer.Option(help="gxi | saliency | ig | occlusion:mask_token_id=103")] = "gxi",
+    explainer: Annotated[str, typer.Option(help="gxi | saliency | ig[:steps=8] | occlusion")] = "gxi",
 ) -> None:
     """Write an HTML page (and PNGs) with teacher and student token heatmaps side by side."""
     from egkd import api

@@ -27,6 +27,7 @@ from egkd.data.tokenize import Collator, tokenize_split
 from egkd.errors import EgkdError
 from egkd.evaluation.explanations import consistency, predict_targets
 from egkd.explain import Explainer, get_explainer, unit_mask
+from egkd.explain.occlusion import with_mask_token
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -107,6 +108,7 @@ def write_explanation_page(out_dir: str | Path, task: str | TaskSpec, examples: 
     if not rows:
         raise EgkdError("write_explanation_page got no examples to show")
     explainer = get_explainer(explainer_spec) if isinstance(explainer_spec, str) else explainer_spec
+    explainer = with_mask_token(explainer, getattr(tokenizer, "mask_token_id", None))  # occlusion: the [MASK]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = _tokenized(rows, tokenizer, spec, max_seq_length)

@@ -72,3 +72,12 @@ def test_single_model_page(tmp_path: Path, tokenizer) -> None:
     page = path.read_text(encoding="utf-8")
     assert page.count("<section>") == 1 and "&rho;=" not in page
     assert len(list(tmp_path.glob("*.png"))) == 1
+
+
+def test_occlusion_page_needs_no_mask_token_id(tmp_path: Path, tokenizer) -> None:
+    """`egkd explain --explainer occlusion` occludes with the tokenizer's [MASK] without being told its id."""
+    models = {"teacher": tiny_bert(tokenizer.vocab_size, 0), "student": tiny_bert(tokenizer.vocab_size, 1)}
+    given = write_explanation_page(tmp_path / "a", "sst2", EXAMPLES[:1], models, tokenizer, "occlusion")
+    told = write_explanation_page(tmp_path / "b", "sst2", EXAMPLES[:1], models, tokenizer,
+                                  f"occlusion:mask_token_id={tokenizer.mask_token_id}")
+    assert given.read_text(encoding="utf-8") == told.read_text(encoding="utf-8")
