@@ -34,17 +34,19 @@ from egkd.reports.console import Bar, console
 from egkd.reports.tables import to_markdown, write_csv
 from egkd.training.loop import Teacher, forward
 
-# name -> (method, explainer family, whether the teacher's logits are cached)
-METHODS: dict[str, tuple[str, str | None, bool]] = {
-    "kd": ("kd", None, True),
-    "kd-live": ("kd", None, False),
-    "pkd": ("pkd", None, False),
-    "egkd-gradient": ("egkd", "gradient", True),
-    "egkd-perturbation": ("egkd", "perturbation", True),
-    "egkd-selection": ("egkd", "selection", True),
-    "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True),
-    "egkd-all": ("egkd", "gradient+perturbation+selection", True),  # the grid's egkd-all: every family at once
-    "adkd": ("adkd", None, False),
+# name -> (method, explainer family, whether the teacher's logits are cached, other RunConfig options)
+METHODS: dict[str, tuple[str, str | None, bool, dict[str, Any]]] = {
+    "kd": ("kd", None, True, {}),
+    "kd-live": ("kd", None, False, {}),
+    "pkd": ("pkd", None, False, {}),
+    "egkd-gradient": ("egkd", "gradient", True, {}),
+    # the gradient family on IG maps: the teacher's (8 steps, cached) and the student's (2 steps, double backprop)
+    "egkd-gradient-ig": ("egkd", "gradient", True, {"teacher_explainer": "ig", "student_explainer": "ig:steps=2"}),
+    "egkd-perturbation": ("egkd", "perturbation", True, {}),
+    "egkd-selection": ("egkd", "selection", True, {}),
+    "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True, {}),
+    "egkd-all": ("egkd", "gradient+perturbation+selection", True, {}),  # the grid's egkd-all: every family at once
+    "adkd": ("adkd", None, False, {}),
 }
 
 
@@ -88,20 +90,21 @@ def bench_cost(teacher: str, student: str = "layers:1,3,5", task: str = "sst2", 
     runs: dict[str, dict[str, Any]] = {}
     cache_cost: dict[str, float] = {}
     for name in methods:
-        method, family, cached = METHODS[name]
-        cfg = replace(base, method=method, explainer=family or "gradient", teacher_cache=cached)
+        method, family, cached, extra = METHODS[name]
+        cfg = replace(base, method=method, explainer=family or "gradient", teacher_cache=cached, **extra)
         terms = build_terms(cfg, s_built)
-        caches = {}
+        caches, entries = {}, []
         for cspec in cache_specs(cfg, terms):
-            start = time.perf_counter()  # a fresh cache folder: always a real build, never a hit
+            start = time.perf_counter()  # the first build of an entry is real (a fresh folder); later ones hit it
             caches[cspec.family] = build_teacher_cache(t_built.model, t_built.tokenizer, subset, cspec,
                                                        max_seq_length, root=Path(scratch), show=False)
-            cache_cost.setdefault(cspec.family, 1000 * (time.perf_counter() - start) / len(subset))
+            entries.append((cspec.family, cspec.explainer))
+            cache_cost.setdefault(entries[-1], 1000 * (time.perf_counter() - start) / len(subset))
         model = copy.deepcopy(s_built.model).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
         runs[name] = {"model": model, "optimizer": optimizer, "terms": terms, "caches": caches,
                       "teacher": Teacher(t_built.model, torch.device("cpu")),
-                      "need_hidden": any(t.needs_hidden for t in terms), "times": []}
+                      "need_hidden": any(t.needs_hidden for t in terms), "times": [], "entries": entries}
 
     bar = Bar("timing steps", total=len(batches) * len(runs))
     for i, batch in enumerate(batches):
@@ -124,14 +127,12 @@ def bench_cost(teacher: str, student: str = "layers:1,3,5", task: str = "sst2", 
     rows = []
     for name, run in runs.items():
         med = statistics.median(run["times"])
-        family = METHODS[name][1]
-        cache_fams = [f for f in (family or "").split("+") if f] or (["logits"] if METHODS[name][2] else [])
         rows.append({
             "method": name,
             "seconds_per_step": med,
             "vs_kd": med / kd if kd else None,
             "vs_kd_live": med / kd_live if kd_live else None,
-            "cache_s_per_1000": sum(cache_cost.get(f, 0.0) for f in cache_fams) or None,
+            "cache_s_per_1000": sum(cache_cost[e] for e in run["entries"]) or None,
         })
     header = ["method", "s/step (median)", "x KD (cached logits)", "x KD (live teacher)", "cache s / 1,000 ex."]
     table = [[r["method"], f"{r['seconds_per_step']:.3f}",

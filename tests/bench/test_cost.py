@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_cost_bench_times_every_method_on_the_same_batches_and_writes_its_table(tiny_teacher, glue_dir, tmp_path):
-    methods = ["kd", "kd-live", "egkd-gradient", "egkd-all"]
+    methods = ["kd", "kd-live", "egkd-gradient", "egkd-gradient-ig", "egkd-all"]
     rows = bench_cost(str(tiny_teacher), student="layers:1", task="rte", methods=methods, batch_size=4,
                       max_seq_length=32, steps=2, warmup=1, data_dir=str(glue_dir), out=tmp_path)
     by = {r["method"]: r for r in rows}
@@ -26,6 +26,8 @@ def test_cost_bench_times_every_method_on_the_same_batches_and_writes_its_table(
     # one-off cache cost: KD's logits; the gradient family's maps; egkd-all every family's entry, so more than one
     assert by["kd-live"]["cache_s_per_1000"] is None
     assert by["egkd-all"]["cache_s_per_1000"] > by["egkd-gradient"]["cache_s_per_1000"] > 0
+    # the IG teacher maps are their own entry (8 path points per example), not the gxi entry's time again
+    assert by["egkd-gradient-ig"]["cache_s_per_1000"] > by["egkd-gradient"]["cache_s_per_1000"]
     saved = json.loads((tmp_path / "cost.json").read_text())
     assert [r["method"] for r in saved["rows"]] == methods and "student layers:1" in saved["title"]
     assert "1 threads, torch " in saved["title"]  # the machine it ran on, as the grid's records name it
