@@ -446,8 +446,11 @@ def rescore_explanations(run_dir: str | Path, teacher: str | None = None, explai
 
     Why not :func:`evaluate`: it also re-measures throughput (and so the speed-up recorded beside the run's
     training), which a grid that gains a new explanation metric must not change; the dev predictions and every
-    other metric are left as they are. ``teacher`` defaults to the run's own. Returns the updated metrics.
+    other metric are left as they are. ``teacher`` defaults to the run's own. gxi's metrics replace
+    ``explanations``; another explainer's go beside them (``explanations_ig``). Returns the updated metrics.
     """
+    from egkd.bench.records import explanations_key
+
     run = Path(run_dir)
     path = run / "metrics.json"
     cfg = read_run_config(run)
@@ -464,8 +467,8 @@ def rescore_explanations(run_dir: str | Path, teacher: str | None = None, explai
     eval_cfg = RunConfig(task=spec.name, data_dir=cfg.data_dir, max_seq_length=cfg.max_seq_length, batch_size=32)
     ds, dl = _eval_split(built, spec, split, eval_cfg, max_examples)
     t_ds, _ = _teacher_split(t, built, spec, split, eval_cfg, max_examples, ds, dl)
-    metrics["explanations"] = explanation_metrics(built, t, ds, t_ds, spec, explainer, None, max_explain_examples,
-                                                  show, teacher_faithfulness)
+    metrics[explanations_key(explainer)] = explanation_metrics(built, t, ds, t_ds, spec, explainer, None,
+                                                               max_explain_examples, show, teacher_faithfulness)
     path.write_text(json.dumps(metrics, indent=2))
     return metrics
 

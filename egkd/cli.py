@@ -301,7 +301,8 @@ def bench_glue(
     tasks: Annotated[str, typer.Option(help="comma-separated GLUE tasks (run cheapest first)")]
     = "rte,mrpc,stsb,cola,sst2",
     methods: Annotated[str, typer.Option(help="comma-separated: ft, kd, pkd, adkd, egkd-gradient, "
-                                        "egkd-perturbation, egkd-selection, egkd-all")] = "ft,kd,pkd,egkd-gradient",
+                                        "egkd-gradient-ig, egkd-perturbation, egkd-selection, egkd-all")]
+    = "ft,kd,pkd,egkd-gradient",
     students: Annotated[str, typer.Option(help="students, e.g. 'layers:1,3,5,layers:2,5,bilstm' (';' also separates)")]
     = "layers:1,3,5",
     seeds: Annotated[str, typer.Option(help="seeds per task: N for all, or N,sst2=1 (task=N overrides)")] = "5,sst2=1",
@@ -333,6 +334,9 @@ def bench_glue(
                                                "without faithfulness or its random-order baseline, keeping "
                                                "their training and predictions")]
     = False,
+    rescore_explainer: Annotated[str, typer.Option(help="with --rescore: gxi (the grid's own scoring) or ig, which "
+                                                        "adds integrated-gradient columns (consistency_ig, ...) to "
+                                                        "every finished unit that lacks them")] = "gxi",
 ) -> None:
     """Run the GLUE grid (task x student x method x seed), resumably; `egkd report OUT` renders it."""
     from egkd.bench.glue import Grid, rescore_grid, run_grid, split_students
@@ -354,7 +358,7 @@ def bench_glue(
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
                 max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate)
     if rescore:
-        rescore_grid(grid)
+        rescore_grid(grid, explainer=rescore_explainer)
         print(f"render with: egkd report {out} --out docs/results.md")
         return
     left, failed = run_grid(grid, max_hours=max_hours, dry_run=dry_run, rerun_stale=rerun_stale, wait=wait)

@@ -70,6 +70,10 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "pkd": {"method": "pkd"},
     "adkd": {"method": "adkd"},
     "egkd-gradient": {"method": "egkd", "explainer": "gradient"},
+    # the gradient family on integrated-gradient maps: the teacher's cached (8 steps), the student's 2-step IG under
+    # double backprop; a small student's gxi maps can be no better than random erasure (measurements, 18-19)
+    "egkd-gradient-ig": {"method": "egkd", "explainer": "gradient", "teacher_explainer": "ig",
+                         "student_explainer": "ig:steps=2"},
     # the occlusion cache costs one teacher forward per occluded unit: 16 sampled units per example keep
     # sentence pairs (MRPC/RTE: 50-100 units) affordable on CPU; SST-2 sentences mostly have fewer
     "egkd-perturbation": {"method": "egkd", "explainer": "perturbation", "perturb_units": 16},
@@ -84,6 +88,7 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
     "pkd": [{"pkd_weight": w} for w in (10.0, 100.0, 500.0)],
     "adkd": [{"adkd_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-gradient": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-gradient-ig": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-perturbation": [{"perturb_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-selection": [{"select_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-all": [{"grad_weight": w, "perturb_weight": w, "select_weight": w} for w in (0.3, 1.0, 3.0)],
@@ -695,16 +700,24 @@ def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: flo
     return True
 
 
-def needs_rescoring(record: dict[str, Any]) -> bool:
+RESCORE_EXPLAINERS = ("gxi", "ig")
+
+
+def needs_rescoring(record: dict[str, Any], explainer: str = "gxi") -> bool:
     """A student unit recorded without faithfulness or without its random-order baseline: scored before egkd
-    measured them (faithfulness of students with their own vocabulary, and the random order, until 2026-12-06)."""
-    return record.get("kind") == "student" and (record.get("comprehensiveness") is None
-                                                 or record.get("comprehensiveness_random") is None)
+    measured them (faithfulness of students with their own vocabulary, and the random order, until 2026-12-06);
+    for ``ig``, a unit without the integrated-gradient columns."""
+    if record.get("kind") != "student":
+        return False
+    if explainer != "gxi":
+        return record.get(f"consistency_{explainer}") is None or record.get(f"comprehensiveness_{explainer}") is None
+    return record.get("comprehensiveness") is None or record.get("comprehensiveness_random") is None
 
 
-def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
+def rescore_grid(grid: Grid, tolerance: float = 1e-4, explainer: str = "gxi") -> int:
     """Score again the explanations of the grid's finished units recorded without faithfulness or its random-order
-    baseline (:func:`needs_rescoring`); returns how many.
+    baseline (:func:`needs_rescoring`), or with ``explainer='ig'`` add the integrated-gradient columns
+    (consistency_ig, comprehensiveness_ig, ...: IG at 8 steps from [PAD], teacher's and student's); returns how many.
 
     Training, dev predictions and speed stay as recorded (:func:`egkd.api.rescore_explanations`); the record's
     explanation columns are replaced in place and ``rescored`` notes when. The consistency, measured again on
@@ -713,10 +726,12 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
     """
     from egkd import api
 
+    if explainer not in RESCORE_EXPLAINERS:
+        raise EgkdError(f"--rescore-explainer must be one of {', '.join(RESCORE_EXPLAINERS)}, not {explainer!r}")
     done = read_results(grid.out)
-    units = [u for u in grid.units() if u.key in done and needs_rescoring(done[u.key])]
-    console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without faithfulness "
-                  "or its random-order baseline")
+    units = [u for u in grid.units() if u.key in done and needs_rescoring(done[u.key], explainer)]
+    missing = "faithfulness or its random-order baseline" if explainer == "gxi" else f"{explainer} columns"
+    console.print(f"[bold]egkd bench glue --rescore[/]: {len(units)} finished unit(s) without {missing}")
     gone = [u.key for u in units if not is_finished(grid.out / done[u.key]["run"])]
     if gone:  # run folders are not committed: a record can come from another machine
         console.print(f"[yellow]{len(gone)} of them have no finished run folder here (e.g. {gone[0]}; run folders "
@@ -728,10 +743,10 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
                 console.print(f"[yellow]{unit.key} is held by another process; skipped[/]")
                 continue
             old = done[unit.key]
-            metrics = api.rescore_explanations(grid.out / old["run"], grid.teacher_dir(unit.task),
+            metrics = api.rescore_explanations(grid.out / old["run"], grid.teacher_dir(unit.task), explainer=explainer,
                                                max_explain_examples=grid.explain_examples, teacher_faithfulness=False,
                                                max_examples=grid.max_eval_examples, show=False)
-            new = {**old, **explanation_fields(metrics),
+            new = {**old, **explanation_fields(metrics, explainer),
                    "rescored": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             was, now = old.get("consistency"), new.get("consistency")
             if was is not None and (now is None or abs(now - was) > tolerance):
@@ -739,8 +754,10 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4) -> int:
                               "changed since it was scored[/]")
             replace_records(grid.out, {unit.key: new})
             scored += 1
-            console.print(f"{n}/{len(units) - len(gone)} {unit.key}: comprehensiveness {new['comprehensiveness']:.3f}, "
-                          f"sufficiency {new['sufficiency']:.3f}")
+            suffix = "" if explainer == "gxi" else f"_{explainer}"
+            console.print(f"{n}/{len(units) - len(gone)} {unit.key} ({explainer}): consistency "
+                          f"{new['consistency' + suffix]:.3f}, comprehensiveness "
+                          f"{new['comprehensiveness' + suffix]:.3f}, sufficiency {new['sufficiency' + suffix]:.3f}")
     return scored
 
 

@@ -101,16 +101,26 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
     }
 
 
-def explanation_fields(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A record's explanation columns from a run's metrics (None where the scoring did not measure one)."""
-    expl = metrics.get("explanations", {})
+def explanations_key(explainer: str = "gxi") -> str:
+    """Where a run's metrics.json keeps the explanation metrics of ``explainer``: ``explanations`` for gxi (the
+    grid's own scoring), ``explanations_ig`` etc. beside it for another explainer."""
+    name = explainer.split(":")[0]
+    return "explanations" if name == "gxi" else f"explanations_{name}"
+
+
+def explanation_fields(metrics: dict[str, Any], explainer: str = "gxi") -> dict[str, Any]:
+    """A record's explanation columns from a run's metrics (None where the scoring did not measure one); for an
+    explainer other than gxi the same columns with its name appended (``consistency_ig``, ...)."""
+    expl = metrics.get(explanations_key(explainer), {})
     consistency = expl.get("consistency", {})
     faith = expl.get("faithfulness", {}).get("student", {})
     shuffled = faith.get("random_order", {})
-    return {"consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
-            "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
-            "comprehensiveness_random": shuffled.get("comprehensiveness"),
-            "sufficiency_random": shuffled.get("sufficiency")}
+    fields = {"consistency": consistency.get("spearman"), "jaccard": consistency.get("jaccard"),
+              "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
+              "comprehensiveness_random": shuffled.get("comprehensiveness"),
+              "sufficiency_random": shuffled.get("sufficiency")}
+    suffix = explanations_key(explainer).removeprefix("explanations")
+    return {k + suffix: v for k, v in fields.items()}
 
 
 def replace_records(out: Path, records: dict[str, dict[str, Any]]) -> None:

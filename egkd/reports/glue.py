@@ -435,6 +435,29 @@ def erasure_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) ->
             "suff. AOPC", "suff. random", "suff. - random"], rows
 
 
+def ig_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -> tuple[list[str], list[list[str]]]:
+    """Consistency and faithfulness measured with integrated gradients beside gxi's, for the seeds scored with both
+    (``egkd bench glue --rescore --rescore-explainer ig``).
+
+    Why: the grid's consistency is measured on gradient x input maps, the very maps the gradient family is
+    trained to match, and a small student's gxi maps can be no better than random erasure while its IG maps
+    are faithful (docs/measurements.md, section 18); IG asks the same question of a map that says what the
+    student does.
+    """
+    rows = []
+    for (task, student, method), group in sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), kv[0][1:])):
+        both = [r for r in group if r.get("consistency_ig") is not None and r.get("consistency") is not None]
+        if not both:
+            continue
+        gxi, ig = _mean([r["consistency"] for r in both]), _mean([r["consistency_ig"] for r in both])
+        gains = [r["comprehensiveness_ig"] - r["comprehensiveness_random_ig"] for r in both
+                 if r.get("comprehensiveness_ig") is not None and r.get("comprehensiveness_random_ig") is not None]
+        rows.append([task, student, method, str(len(both)), _fmt(gxi), _fmt(ig),
+                     f"{_mean(gains):+.3f}" if gains else "-"])
+    return ["task", "student", "method", "seeds", "consistency (gxi)", "consistency (IG)",
+            "IG comp. - random"], rows
+
+
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
     chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
@@ -646,6 +669,15 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                      "machine have no random order). A map is faithful where comprehensiveness gains over random "
                      "(higher is better) and sufficiency gains below it (more negative is better); a high AOPC with "
                      "no gain only says the student reacts to [MASK].\n\n" + to_markdown(header, rows))
+    header, rows = ig_rows(tasks, groups)
+    if rows:
+        parts.append("## Consistency with integrated gradients\n\nThe consistency above compares gradient x input "
+                     "maps, which the gradient family is trained to match and which, for a small transformer student, "
+                     "can be no better than a random erasure order (docs/measurements.md, section 18). Here the same "
+                     "students asked with integrated gradients (8 steps from [PAD]; `egkd bench glue --rescore "
+                     "--rescore-explainer ig`), over the seeds scored with both, and how far the student's IG map "
+                     "beats a random erasure order (comprehensiveness AOPC minus random's).\n\n"
+                     + to_markdown(header, rows))
     header, rows = cache_rows(records)
     if rows:
         parts.append("## One-off teacher cache cost\n\nBuilt once per (teacher, data, explainer, length) and "

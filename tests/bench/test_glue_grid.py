@@ -71,6 +71,10 @@ def test_grid_order_and_settings(tmp_path):
     opts = grid.options(Unit("rte", "layers:1,3,5", "egkd-gradient", 43, setting=2))
     assert (opts["method"], opts["explainer"], opts["grad_weight"], opts["seed"]) == ("egkd", "gradient", 3.0, 43)
     assert opts["teacher"] == str(tmp_path / "teachers" / "rte")
+    # the gradient family on IG maps: the same weights tried, the teacher's and the student's map set to IG
+    ig = Grid(out=tmp_path, tasks=["rte"], methods=["egkd-gradient-ig"], students=["layers:1,3,5"], seeds={},
+              tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig", 42, setting=0))
+    assert (ig["teacher_explainer"], ig["student_explainer"], ig["grad_weight"]) == ("ig", "ig:steps=2", 0.3)
     with pytest.raises(EgkdError, match="unknown method"):
         Grid(out=tmp_path, tasks=["rte"], methods=["kd", "tinybert"], students=["layers:1"], seeds={})
     # randomly initialised students: a larger learning rate, and their explanation gradient capped
@@ -736,6 +740,54 @@ def test_rescore_fills_missing_faithfulness_without_training_and_keeps_the_rest(
     filled = read_results(out)[third]
     for field in ("comprehensiveness", "sufficiency", "comprehensiveness_random", "sufficiency_random"):
         assert filled[field] == pytest.approx(full[field], abs=1e-9), field
+
+
+def test_rescore_with_ig_adds_ig_columns_beside_the_gxi_ones(grid_out, tmp_path, capsys):
+    """--rescore --rescore-explainer ig: every finished student gains consistency_ig and IG faithfulness, equal to
+    what `evaluate --explainer ig` measures on the same rows; the gxi columns, metrics.json's gxi metrics and the
+    training record stay as they were; a second pass finds nothing left to do."""
+    import shutil
+
+    from egkd import api
+
+    first, args = grid_out
+    out = tmp_path / "copy"
+    shutil.copytree(first, out)
+    flags = [a if a != first else out for a in args]
+    before = read_results(out)
+    assert cli_main(*flags, "--rescore", "--rescore-explainer", "ig") == 0
+    assert "4 finished unit(s) without ig columns" in " ".join("".join(capsys.readouterr()).split())
+    after = read_results(out)
+    key = "rte/layers-1/egkd-gradient/seed43"
+    run = out / after[key]["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "IntegratedGradients" in metrics["explanations_ig"]["explainer"]
+    assert "IntegratedGradients" not in str(metrics["explanations"]["explainer"])
+    check = tmp_path / "check"
+    shutil.copytree(run, check)
+    fresh = api.evaluate(check, teacher=str(out / "teachers" / "rte"), explanations=True, explainer="ig",
+                         max_explain_examples=16, teacher_faithfulness=False, show=False, max_examples=40)
+    assert after[key]["consistency_ig"] == pytest.approx(fresh["explanations"]["consistency"]["spearman"], abs=1e-9)
+    faith = fresh["explanations"]["faithfulness"]["student"]
+    assert after[key]["comprehensiveness_ig"] == pytest.approx(faith["comprehensiveness"], abs=1e-9)
+    assert after[key]["comprehensiveness_random_ig"] == pytest.approx(faith["random_order"]["comprehensiveness"],
+                                                                       abs=1e-9)
+    for k, rec in after.items():
+        if rec["kind"] != "student":
+            continue
+        assert -1.0 <= rec["consistency_ig"] <= 1.0, k
+        for field in ("consistency", "comprehensiveness", "comprehensiveness_random", "predictions", "score"):
+            assert rec[field] == before[k][field], (k, field)
+    assert cli_main(*flags, "--rescore", "--rescore-explainer", "ig") == 0
+    assert "0 finished unit(s) without ig columns" in " ".join("".join(capsys.readouterr()).split())
+    # the results page sets the IG consistency beside gxi's, mean over the seeds scored with both
+    assert cli_main("report", out, "--out", tmp_path / "page.md", "--resamples", "50") == 0
+    section = (tmp_path / "page.md").read_text().split("## Consistency with integrated gradients")[1].split("##")[0]
+    recs = [after[f"rte/layers-1/egkd-gradient/seed{s}"] for s in (42, 43)]
+    gxi, ig = (sum(r[f] for r in recs) / 2 for f in ("consistency", "consistency_ig"))
+    gain = sum(r["comprehensiveness_ig"] - r["comprehensiveness_random_ig"] for r in recs) / 2
+    assert f"| rte | layers:1 | egkd-gradient | 2 | {gxi:.2f} | {ig:.2f} | {gain:+.3f} |" in section
+    assert cli_main(*flags, "--rescore", "--rescore-explainer", "occlusion") == 2
 
 
 def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(grid_out, monkeypatch, capsys):
