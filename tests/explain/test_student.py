@@ -21,6 +21,22 @@ def _teacher_map(batch):
     return torch.randn(batch["input_ids"].shape, generator=gen, dtype=torch.float64)
 
 
+def _assert_gradient_matches_finite_differences(loss, param, entries, eps: float = 1e-6) -> None:
+    """The double-backprop gradient of ``loss()`` w.r.t. ``param`` at ``entries`` against central differences."""
+    (grad,) = torch.autograd.grad(loss(), param)
+    for row, col in entries:
+        with torch.no_grad():
+            orig = param[row, col].item()
+            param[row, col] = orig + eps
+            up = loss().item()
+            param[row, col] = orig - eps
+            down = loss().item()
+            param[row, col] = orig
+        numeric = (up - down) / (2 * eps)
+        assert abs(grad[row, col].item()) > 1e-6
+        assert abs(grad[row, col].item() - numeric) <= 1e-6 * abs(numeric) + 1e-9, (row, col)
+
+
 def test_logits_and_map_match_the_plain_forward_and_gxi(model, batch):
     target = torch.tensor([1, 0, 1])
     logits, gmap = student_gradient_map(model, batch, target)
@@ -55,19 +71,7 @@ def test_double_backprop_matches_finite_differences(model, batch):
     def loss():
         return alignment_loss(student_gradient_map(model, batch, target)[1], teacher, mask)
 
-    (grad,) = torch.autograd.grad(loss(), param)
-    eps = 1e-6
-    for row, col in [(0, 0), (3, 7), (11, 2)]:
-        with torch.no_grad():
-            orig = param[row, col].item()
-            param[row, col] = orig + eps
-            up = loss().item()
-            param[row, col] = orig - eps
-            down = loss().item()
-            param[row, col] = orig
-        numeric = (up - down) / (2 * eps)
-        assert abs(grad[row, col].item()) > 1e-6
-        assert abs(grad[row, col].item() - numeric) <= 1e-6 * abs(numeric) + 1e-9, (row, col)
+    _assert_gradient_matches_finite_differences(loss, param, [(0, 0), (3, 7), (11, 2)])
 
 
 def test_works_with_sdpa_attention_and_agrees_with_eager(batch):
@@ -154,19 +158,7 @@ def test_few_step_ig_map_trains_the_student_through_every_path_point(model, batc
     def loss():
         return alignment_loss(student_gradient_map(model, batch, target, steps=2, baseline="pad")[1], teacher, mask)
 
-    (grad,) = torch.autograd.grad(loss(), param)
-    eps = 1e-6
-    for row, col in [(0, 1), (5, 9)]:
-        with torch.no_grad():
-            orig = param[row, col].item()
-            param[row, col] = orig + eps
-            up = loss().item()
-            param[row, col] = orig - eps
-            down = loss().item()
-            param[row, col] = orig
-        numeric = (up - down) / (2 * eps)
-        assert abs(grad[row, col].item()) > 1e-6
-        assert abs(grad[row, col].item() - numeric) <= 1e-6 * abs(numeric) + 1e-9, (row, col)
+    _assert_gradient_matches_finite_differences(loss, param, [(0, 1), (5, 9)])
 
 
 def test_regression_ig_map_needs_no_target(regression_model, batch):
