@@ -742,7 +742,9 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4, explainer: str = "gxi") ->
             if not mine:
                 console.print(f"[yellow]{unit.key} is held by another process; skipped[/]")
                 continue
-            old = done[unit.key]
+            old = read_results(grid.out)[unit.key]  # now, not at the start: another process may have scored it
+            if not needs_rescoring(old, explainer):
+                continue
             metrics = api.rescore_explanations(grid.out / old["run"], grid.teacher_dir(unit.task), explainer=explainer,
                                                max_explain_examples=grid.explain_examples, teacher_faithfulness=False,
                                                max_examples=grid.max_eval_examples, show=False)

@@ -790,6 +790,24 @@ def test_rescore_with_ig_adds_ig_columns_beside_the_gxi_ones(grid_out, tmp_path,
     assert cli_main(*flags, "--rescore", "--rescore-explainer", "occlusion") == 2
 
 
+def test_rescore_skips_a_unit_another_process_scored_since_it_started(grid_out, monkeypatch):
+    """Two --rescore processes on one grid: the list of units is read at the start, so a unit is checked again once
+    its lock is held; one the other process has scored meanwhile is not scored twice."""
+    from egkd import api
+    from egkd.bench import glue
+
+    out, _ = grid_out
+    grid = Grid(out=out, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 1})
+    key = "rte/layers-1/kd/seed42"
+    scored = read_results(out)
+    unscored = {**scored, key: {**scored[key], "consistency_ig": None}}
+    reads = iter([unscored, scored])  # at the start: still to do; under the lock: done by the other process
+    monkeypatch.setattr(glue, "read_results", lambda folder: next(reads))
+    monkeypatch.setattr(api, "rescore_explanations", lambda *a, **k: pytest.fail("scored a second time"))
+    scored[key] = {**scored[key], "consistency_ig": 0.5, "comprehensiveness_ig": 0.1}
+    assert glue.rescore_grid(grid, explainer="ig") == 0
+
+
 def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(grid_out, monkeypatch, capsys):
     """scripts/erasure_baseline.py: its gradient x input AOPC is the one the grid recorded for the unit (same
     scoring, same rows), beside a random order of the same tokens."""
