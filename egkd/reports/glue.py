@@ -260,11 +260,11 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
     header = ["method", *[get_task(t).folder for t in tasks], "average", "consistency (mean)"]
     rows = [["(teacher)", *[_fmt(teachers[t]["score"]) if t in teachers else "-" for t in tasks],
              _fmt(_mean([teachers[t]["score"] for t in tasks if t in teachers])), "-"]]
-    kd_avg, kd_part = averages.get((student, "kd")), partial_average((student, "kd"), tasks, stats)
+    kd_avg = averages.get((student, "kd"))
     baselines = ["kd", "ft", "pkd", "adkd"]  # the methods a reader knows first, then the explanation families
     methods = sorted({m for t in stats.values() for s, m in t if s == student},
                      key=lambda m: (baselines.index(m) if m in baselines else len(baselines), m))
-    seen: set[tuple[str, ...]] = set()  # the task sets of rows averaged over fewer tasks than the page has
+    seen: list[list[str]] = []  # the task sets of rows averaged over fewer tasks than the page has
     for method in methods:
         cells = []
         for t in tasks:
@@ -277,14 +277,18 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
         average = "(incomplete)" if avg is None else _fmt(avg) + gap
         part = partial_average((student, method), tasks, stats)
         if avg is None and part:
-            same = kd_part and kd_part[1] == part[1] and method != "kd"
-            average = f"{part[0]:.2f} ({f'{part[0] - kd_part[0]:+.2f}; ' if same else ''}{len(part[1])} tasks)"
-            seen.add(tuple(part[1]))
+            kd_same = [stats[t].get((student, "kd"), {}).get("score") for t in part[1]]  # KD on the same tasks
+            gap = f"{part[0] - statistics.fmean(kd_same):+.2f}; " if method != "kd" and None not in kd_same else ""
+            average = f"{part[0]:.2f} ({gap}{len(part[1])} tasks)"
+            seen += [part[1]] if part[1] not in seen else []
         cons = _mean([stats[t][(student, method)]["consistency"] for t in tasks if (student, method) in stats[t]])
         rows.append([method, *cells, average, _fmt(cons)])
-    if len(seen) == 1 and all(t in teachers for t in next(iter(seen))):  # the teacher on the same tasks
-        same_tasks = next(iter(seen))
-        rows[0][-2] += f" ({len(same_tasks)} tasks: {_fmt(_mean([teachers[t]['score'] for t in same_tasks]))})"
+    # the teacher on the same tasks; named by their count, or by the tasks themselves where rows differ in them
+    shown = [f"{len(s)} tasks" if len(seen) == 1 else "+".join(get_task(t).folder for t in s) for s in seen]
+    same = [f"{name}: {_fmt(_mean([teachers[t]['score'] for t in s]))}" for name, s in zip(shown, seen, strict=True)
+            if all(t in teachers for t in s)]
+    if same:
+        rows[0][-2] += f" ({'; '.join(same)})"
     return header, rows
 
 

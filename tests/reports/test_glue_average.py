@@ -70,3 +70,16 @@ def test_a_student_missing_a_task_is_averaged_over_its_tasks_beside_the_teacher_
     _, rows = summary_rows("small", tasks, teachers, stats, averages)
     assert rows[0][-2] == "76.67 (2 tasks: 70.00)"  # the teacher's own average, then over the student's tasks
     assert rows[1][-2] == "60.00 (2 tasks)" and rows[2][-2] == "61.50 (+1.50; 2 tasks)"
+    # a method run on fewer tasks still than KD: KD's difference on its own tasks, the teacher on both task sets
+    stats["rte"][("small", "egkd-gradient-ig")] = st(54, 4.0)
+    stats["stsb"] = {**stats["stsb"], ("small", "kd"): st(70)}
+    stats["sst2"] = {("small", "kd"): st(88), ("small", "ft"): st(87, -1.0), ("small", "egkd-gradient-ig"): st(85, -3)}
+    _, rows = summary_rows("small", tasks, teachers, stats, {("small", "kd"): 69.33, ("small", "ft"): 70.0})
+    ig = next(r for r in rows if r[0] == "egkd-gradient-ig")
+    assert ig[-2] == "69.50 (+0.50; 2 tasks)"  # (54 + 85) / 2 against KD's (50 + 88) / 2 on RTE and SST-2
+    assert rows[0][-2] == "76.67 (2 tasks: 75.00)"
+    # two rows on different task sets: the teacher's average on each, named by its tasks
+    del stats["sst2"][("small", "ft")]
+    _, rows = summary_rows("small", tasks, teachers, stats, {("small", "kd"): 69.33})
+    assert rows[0][-2] == "76.67 (RTE+STS-B: 70.00; RTE+SST-2: 75.00)"
+    assert next(r for r in rows if r[0] == "ft")[-2] == "61.50 (+1.50; 2 tasks)"
