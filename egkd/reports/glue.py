@@ -145,6 +145,7 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
         st = {
             "score": statistics.fmean(scores[spec.main_metric]), "diff": diff,
             "consistency": _mean([r["consistency"] for r in group]), "fidelity": _mean([r["fidelity"] for r in group]),
+            "consistency_ig": _mean([r.get("consistency_ig") for r in group]),
             "comp": _mean([r["comprehensiveness"] for r in group]), "suff": _mean([r["sufficiency"] for r in group]),
             "params": _mean([r["parameters"] / r["teacher_parameters"] for r in group if r["teacher_parameters"]]),
             "speed": _mean([r["speedup"] for r in group]), "cost": _cost_ratio(group, kd), "n": len(group),
@@ -375,8 +376,20 @@ def targets(tasks: list[str], teachers: dict[str, dict], stats: dict[str, dict[t
                              f"{status} — " + ", ".join(f"{t} {c:.2f}" for t, c in have)
                              + "".join(f", {t} not run" for t, c in zip(tasks, cons, strict=True) if c is None)
                              + (f"; significantly below KD on {', '.join(losses)}" if losses else
-                                "; nowhere significantly below KD") + ".")
+                                "; nowhere significantly below KD") + ig_consistency_note(stats, tasks, student, m)
+                             + ".")
     return lines
+
+
+def ig_consistency_note(stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str], student: str,
+                        method: str) -> str:
+    """The same consistency measured with integrated-gradient maps, where the units were scored with them: the
+    target's column uses gxi maps, which the gradient family is trained on and which a small student's may not
+    be faithful (see the section *Consistency with integrated gradients*)."""
+    have = [(t, c) for t in tasks if (c := stats[t].get((student, method), {}).get("consistency_ig")) is not None]
+    if not have:
+        return ""
+    return "; with integrated-gradient maps " + ", ".join(f"{t} {c:.2f}" for t, c in have)
 
 
 def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str],

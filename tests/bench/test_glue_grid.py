@@ -787,6 +787,9 @@ def test_rescore_with_ig_adds_ig_columns_beside_the_gxi_ones(grid_out, tmp_path,
     gxi, ig = (sum(r[f] for r in recs) / 2 for f in ("consistency", "consistency_ig"))
     gain = sum(r["comprehensiveness_ig"] - r["comprehensiveness_random_ig"] for r in recs) / 2
     assert f"| rte | layers:1 | egkd-gradient | 2 | {gxi:.2f} | {ig:.2f} | {gain:+.3f} |" in section
+    target = next(line for line in (tmp_path / "page.md").read_text().splitlines()
+                  if line.startswith("- **layers:1 egkd-gradient: consistency >= 0.6"))
+    assert target.endswith(f"; with integrated-gradient maps rte {ig:.2f}.")  # beside the gxi numbers it is judged on
     assert cli_main(*flags, "--rescore", "--rescore-explainer", "occlusion") == 2
 
 
