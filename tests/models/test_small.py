@@ -258,3 +258,19 @@ def test_occlusion_occludes_each_model_with_its_own_mask_token():
         own_faithfulness(lstm, ds_lstm, get_explainer(f"occlusion:mask_token_id={lstm.tokenizer.mask_token_id}"),
                          False)
     assert shared.mask_token_id is None  # the caller's explainer is not changed
+
+
+def test_bilstm_few_step_ig_map_is_the_ig_explainers_from_its_own_pad():
+    """--student-explainer ig on a student with its own vocabulary: the [PAD] baseline is the BiLSTM's own."""
+    from egkd.explain.integrated_gradients import IntegratedGradients
+
+    tok = train_tokenizer(TINY_CORPUS, "word")
+    torch.manual_seed(0)
+    model = BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=len(tok), hidden_size=4, embed_size=5,
+                                                         num_labels=2, dropout=0.0)).double().eval()
+    batch = _batch(tok, ["a dull film with no charm", "the cat sat"])
+    target = torch.tensor([0, 1])
+    _, smap = student_gradient_map(model, batch, target, steps=3, baseline="pad")
+    expected = IntegratedGradients(steps=3, baseline="pad", method="riemann_right").attribute(model, batch, target)
+    torch.testing.assert_close(smap.detach(), expected)
+    assert smap.requires_grad
