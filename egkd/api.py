@@ -26,6 +26,7 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from egkd.bench.records import explanations_key
 from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig, build_config, load_yaml
 from egkd.data.augment import augment_split
@@ -340,7 +341,9 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
     """Score a run folder (or any model folder) on a labelled split and write ``metrics.json`` there.
 
     Reports the task's GLUE metrics, and, when the run has a teacher, fidelity to it, both models' parameter
-    counts and their inference throughput measured in this process on the same batches (batch 32).
+    counts and their inference throughput measured in this process on the same batches (batch 32). Explanation
+    metrics go under ``explanations`` for gxi and ``explanations_<name>`` for another explainer; re-evaluating
+    keeps the training record and, on the same split, the other explainers' metrics (the weights are the same).
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -377,16 +380,18 @@ def evaluate(run_dir: str | Path, task: str | None = None, data_dir: str | None 
         metrics["speedup"] = metrics["throughput"] / metrics["teacher"]["throughput"]
         for r, tp in zip(records, t_preds, strict=True):
             r["teacher_prediction"] = float(tp) if spec.is_regression else int(tp)
-        if explanations:
-            metrics["explanations"] = explanation_metrics(built, t, ds, t_ds, spec, explainer, rationale_file,
-                                                          max_explain_examples, show, teacher_faithfulness)
+        if explanations:  # gxi's under "explanations", another explainer's beside it ("explanations_ig")
+            metrics[explanations_key(explainer)] = explanation_metrics(
+                built, t, ds, t_ds, spec, explainer, rationale_file, max_explain_examples, show, teacher_faithfulness)
     elif explanations:
         raise EgkdError("--explanations compares a student with its teacher: this run has none, pass --teacher")
     previous = run / "metrics.json"
     if previous.is_file() and "training" not in (extra or {}):  # re-evaluating keeps the training record
-        training = json.loads(previous.read_text()).get("training")
-        if training:
-            metrics["training"] = training
+        old = json.loads(previous.read_text())
+        if old.get("training"):
+            metrics["training"] = old["training"]
+        if old.get("split") == split:  # the same weights on the same split: other explainers' scores still hold
+            metrics.update({k: v for k, v in old.items() if k.startswith("explanations") and k not in metrics})
     if extra:
         metrics.update(extra)
     previous.write_text(json.dumps(metrics, indent=2))
@@ -449,8 +454,6 @@ def rescore_explanations(run_dir: str | Path, teacher: str | None = None, explai
     other metric are left as they are. ``teacher`` defaults to the run's own. gxi's metrics replace
     ``explanations``; another explainer's go beside them (``explanations_ig``). Returns the updated metrics.
     """
-    from egkd.bench.records import explanations_key
-
     run = Path(run_dir)
     path = run / "metrics.json"
     cfg = read_run_config(run)

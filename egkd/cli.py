@@ -166,9 +166,10 @@ def evaluate(
                      max_examples=max_eval_examples, explanations=explanations, explainer=explainer,
                      rationale_file=rationales, max_explain_examples=max_explain_examples)
     if explanations:
+        from egkd.bench.records import explanations_key
         from egkd.reports.console import console
 
-        e = m["explanations"]
+        e = m[explanations_key(explainer)]
         line = (f"explanations ({explainer}): consistency spearman {e['consistency']['spearman']:.3f}, "
                 f"top-20% jaccard {e['consistency']['jaccard']:.3f}" + (" (on words)" if e.get("units") == "word"
                                                                          else ""))

@@ -85,6 +85,13 @@ def test_evaluate_with_explanations(distilled, capsys):
     rho = metrics["explanations"]["consistency"]["spearman"]
     assert -1.0 <= rho <= 1.0
     assert "consistency spearman" in capsys.readouterr().err
+    # another explainer goes beside gxi's metrics, which stay as they were
+    assert cli_main("evaluate", run, "--explanations", "--explainer", "ig:steps=4", "--max-eval-examples", "60",
+                    "--max-explain-examples", "30") == 0
+    again = read_json(run / "metrics.json")
+    assert again["explanations"] == metrics["explanations"]
+    assert "IntegratedGradients(steps=4" in again["explanations_ig"]["explainer"]
+    assert "explanations (ig:steps=4): consistency spearman" in " ".join(capsys.readouterr().err.split())
 
 
 def test_explain_writes_a_page(distilled, tiny_teacher, glue_dir, tmp_path):
