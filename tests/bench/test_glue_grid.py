@@ -767,8 +767,8 @@ def test_rescore_with_ig_adds_ig_columns_beside_the_gxi_ones(grid_out, tmp_path,
     shutil.copytree(run, check)
     fresh = api.evaluate(check, teacher=str(out / "teachers" / "rte"), explanations=True, explainer="ig",
                          max_explain_examples=16, teacher_faithfulness=False, show=False, max_examples=40)
-    assert after[key]["consistency_ig"] == pytest.approx(fresh["explanations"]["consistency"]["spearman"], abs=1e-9)
-    faith = fresh["explanations"]["faithfulness"]["student"]
+    assert after[key]["consistency_ig"] == pytest.approx(fresh["explanations_ig"]["consistency"]["spearman"], abs=1e-9)
+    faith = fresh["explanations_ig"]["faithfulness"]["student"]
     assert after[key]["comprehensiveness_ig"] == pytest.approx(faith["comprehensiveness"], abs=1e-9)
     assert after[key]["comprehensiveness_random_ig"] == pytest.approx(faith["random_order"]["comprehensiveness"],
                                                                        abs=1e-9)
