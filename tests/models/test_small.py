@@ -163,13 +163,17 @@ def test_padding_does_not_change_outputs_and_save_load(cls, config, tmp_path):
         assert torch.allclose(back(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, both)
 
 
-def test_bilstm_gradient_map_is_differentiable_finite_differences():
+def _tiny_bilstm_batch():
+    """A 4-unit BiLSTM in double precision on a two-sentence batch, and a target class per sentence."""
     tok = train_tokenizer(TINY_CORPUS, "word")
     torch.manual_seed(0)
     model = BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=len(tok), hidden_size=4, embed_size=5,
                                                          num_labels=2, dropout=0.0)).double().eval()
-    batch = _batch(tok, ["a dull film with no charm", "the cat sat"])
-    target = torch.tensor([0, 1])
+    return model, _batch(tok, ["a dull film with no charm", "the cat sat"]), torch.tensor([0, 1])
+
+
+def test_bilstm_gradient_map_is_differentiable_finite_differences():
+    model, batch, target = _tiny_bilstm_batch()
     weights = torch.randn(batch["input_ids"].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
     def objective() -> torch.Tensor:
@@ -264,12 +268,7 @@ def test_bilstm_few_step_ig_map_is_the_ig_explainers_from_its_own_pad():
     """--student-explainer ig on a student with its own vocabulary: the [PAD] baseline is the BiLSTM's own."""
     from egkd.explain.integrated_gradients import IntegratedGradients
 
-    tok = train_tokenizer(TINY_CORPUS, "word")
-    torch.manual_seed(0)
-    model = BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=len(tok), hidden_size=4, embed_size=5,
-                                                         num_labels=2, dropout=0.0)).double().eval()
-    batch = _batch(tok, ["a dull film with no charm", "the cat sat"])
-    target = torch.tensor([0, 1])
+    model, batch, target = _tiny_bilstm_batch()
     _, smap = student_gradient_map(model, batch, target, steps=3, baseline="pad")
     expected = IntegratedGradients(steps=3, baseline="pad", method="riemann_right").attribute(model, batch, target)
     torch.testing.assert_close(smap.detach(), expected)
