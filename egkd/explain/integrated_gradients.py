@@ -91,10 +91,11 @@ class IntegratedGradients(Explainer):
         self.pad_token_id = pad_token_id
         self.mask_token_id = mask_token_id
 
-    def baseline_embeddings(self, model: nn.Module, batch: Batch) -> Tensor:
-        """Baseline ``[B, L, H]``: the input's embeddings with unit positions replaced."""
+    def baseline_embeddings(self, model: nn.Module, batch: Batch, x: Tensor | None = None) -> Tensor:
+        """Baseline ``[B, L, H]``: the input's embeddings with unit positions replaced. ``x``: the batch's
+        embeddings when the caller has them already (they are looked up otherwise); the baseline is detached."""
         with torch.no_grad():
-            x = embed(model, batch)
+            x = embed(model, batch) if x is None else x.detach()
             units = unit_mask(batch).unsqueeze(-1)
             if self.baseline == "zero":
                 fill = torch.zeros_like(x)
@@ -113,7 +114,7 @@ class IntegratedGradients(Explainer):
         alphas, weights = path_points(self.steps, self.method)
         with torch.no_grad():
             x = embed(model, batch)
-            x0 = self.baseline_embeddings(model, batch)
+            x0 = self.baseline_embeddings(model, batch, x)
         b = x.shape[0]
         # Row r of the stacked path is example r % B at step r // B, so masks and targets tile.
         alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device).repeat_interleave(b)

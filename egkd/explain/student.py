@@ -82,7 +82,7 @@ def student_gradient_map(
         x = embed(model, batch)
         if not x.requires_grad:  # frozen embedding table: make the lookup a leaf of its own
             x = x.detach().requires_grad_(True)
-        x0 = IntegratedGradients(steps=steps, baseline=baseline).baseline_embeddings(model, batch)
+        x0 = IntegratedGradients(steps=steps, baseline=baseline).baseline_embeddings(model, batch, x)
         b = x.shape[0]
         alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device).repeat_interleave(b).view(-1, 1, 1)
         points = x0.repeat(steps, 1, 1) + alpha * (x - x0).repeat(steps, 1, 1)
