@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from egkd.bench.records import describe_machine, machine
-from egkd.cache import build_teacher_cache
+from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator
@@ -88,7 +88,7 @@ def bench_cost(teacher: str, student: str = "layers:1,3,5", task: str = "sst2", 
 
     scratch = tempfile.mkdtemp(prefix="egkd-bench-")
     runs: dict[str, dict[str, Any]] = {}
-    cache_cost: dict[str, float] = {}
+    cache_cost: dict[CacheSpec, float] = {}
     for name in methods:
         method, family, cached, extra = METHODS[name]
         cfg = replace(base, method=method, explainer=family or "gradient", teacher_cache=cached, **extra)
@@ -98,8 +98,8 @@ def bench_cost(teacher: str, student: str = "layers:1,3,5", task: str = "sst2", 
             start = time.perf_counter()  # the first build of an entry is real (a fresh folder); later ones hit it
             caches[cspec.family] = build_teacher_cache(t_built.model, t_built.tokenizer, subset, cspec,
                                                        max_seq_length, root=Path(scratch), show=False)
-            entries.append((cspec.family, cspec.explainer))
-            cache_cost.setdefault(entries[-1], 1000 * (time.perf_counter() - start) / len(subset))
+            entries.append(cspec)
+            cache_cost.setdefault(cspec, 1000 * (time.perf_counter() - start) / len(subset))
         model = copy.deepcopy(s_built.model).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
         runs[name] = {"model": model, "optimizer": optimizer, "terms": terms, "caches": caches,

@@ -39,6 +39,7 @@ from typing import Any
 from egkd.bench.records import (
     append_record,
     explanation_fields,
+    field_suffix,
     make_record,
     read_results,
     replace_records,
@@ -710,7 +711,8 @@ def needs_rescoring(record: dict[str, Any], explainer: str = "gxi") -> bool:
     if record.get("kind") != "student":
         return False
     if explainer != "gxi":
-        return record.get(f"consistency_{explainer}") is None or record.get(f"comprehensiveness_{explainer}") is None
+        suffix = field_suffix(explainer)
+        return record.get("consistency" + suffix) is None or record.get("comprehensiveness" + suffix) is None
     return record.get("comprehensiveness") is None or record.get("comprehensiveness_random") is None
 
 
@@ -756,7 +758,7 @@ def rescore_grid(grid: Grid, tolerance: float = 1e-4, explainer: str = "gxi") ->
                               "changed since it was scored[/]")
             replace_records(grid.out, {unit.key: new})
             scored += 1
-            suffix = "" if explainer == "gxi" else f"_{explainer}"
+            suffix = field_suffix(explainer)
             console.print(f"{n}/{len(units) - len(gone)} {unit.key} ({explainer}): consistency "
                           f"{new['consistency' + suffix]:.3f}, comprehensiveness "
                           f"{new['comprehensiveness' + suffix]:.3f}, sufficiency {new['sufficiency' + suffix]:.3f}")

@@ -108,6 +108,11 @@ def explanations_key(explainer: str = "gxi") -> str:
     return "explanations" if name == "gxi" else f"explanations_{name}"
 
 
+def field_suffix(explainer: str = "gxi") -> str:
+    """What a record's explanation columns for ``explainer`` append to their names: nothing for gxi, ``_ig``..."""
+    return explanations_key(explainer).removeprefix("explanations")
+
+
 def explanation_fields(metrics: dict[str, Any], explainer: str = "gxi") -> dict[str, Any]:
     """A record's explanation columns from a run's metrics (None where the scoring did not measure one); for an
     explainer other than gxi the same columns with its name appended (``consistency_ig``, ...)."""
@@ -119,8 +124,7 @@ def explanation_fields(metrics: dict[str, Any], explainer: str = "gxi") -> dict[
               "comprehensiveness": faith.get("comprehensiveness"), "sufficiency": faith.get("sufficiency"),
               "comprehensiveness_random": shuffled.get("comprehensiveness"),
               "sufficiency_random": shuffled.get("sufficiency")}
-    suffix = explanations_key(explainer).removeprefix("explanations")
-    return {k + suffix: v for k, v in fields.items()}
+    return {k + field_suffix(explainer): v for k, v in fields.items()}
 
 
 def replace_records(out: Path, records: dict[str, dict[str, Any]]) -> None:
