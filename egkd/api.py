@@ -285,6 +285,7 @@ def _train_run(cfg: RunConfig, kind: str, evaluate_options: dict[str, Any] | Non
         (out_dir / "train_history.json").write_text(json.dumps(result.history, indent=2))
         train_info = {"steps": result.steps, "best_step": result.best_step,
                       "seconds_per_epoch": result.seconds_per_epoch, "train_seconds": result.train_seconds,
+                      "cpu_seconds_per_epoch": result.cpu_seconds_per_epoch,
                       # the one-off cost of each teacher cache this run used (built now or by an earlier run)
                       "teacher_caches": {fam: c.info() for fam, c in caches.items()}}
         metrics = evaluate(out_dir, task=task.name, data_dir=cfg.data_dir, extra={"training": train_info},

@@ -95,6 +95,7 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
         "speedup": metrics.get("speedup"),
         "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),
+        "cpu_seconds_per_epoch": training.get("cpu_seconds_per_epoch"),
         "steps": training.get("steps"), "teacher_caches": training.get("teacher_caches", {}),
         "idx": [r["idx"] for r in rows], "predictions": [r["prediction"] for r in rows],  # labels: from GLUE
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),

@@ -117,9 +117,15 @@ def versus(group: Group, baseline: Group, metric: str, labels_of: DevLabels,
     return paired_bootstrap(metric, labels, a, b, n_resamples=n_resamples)
 
 
-def _cost_ratio(group: Group, kd: Group | None) -> float | None:
-    mine, base = _mean([r["seconds_per_epoch"] for r in group]), _mean([r["seconds_per_epoch"] for r in kd or []])
-    return None if mine is None or not base else mine / base
+def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
+    """Seconds per epoch over KD's, and which seconds: CPU seconds of the process where every run of both groups
+    recorded them on a CPU, since a CPU grid runs several units at once and their wall times then measure the
+    crowding as much as the method; wall seconds otherwise (older records, GPUs)."""
+    both = [*group, *(kd or [])]
+    field = ("cpu_seconds_per_epoch" if all(r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")
+                                            for r in both) else "seconds_per_epoch")
+    mine, base = _mean([r[field] for r in group]), _mean([r[field] for r in kd or []])
+    return (None if mine is None or not base else mine / base), "CPU" if field.startswith("cpu") else "wall"
 
 
 def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,
@@ -148,8 +154,9 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
             "consistency_ig": _mean([r.get("consistency_ig") for r in group]),
             "comp": _mean([r["comprehensiveness"] for r in group]), "suff": _mean([r["sufficiency"] for r in group]),
             "params": _mean([r["parameters"] / r["teacher_parameters"] for r in group if r["teacher_parameters"]]),
-            "speed": _mean([r["speedup"] for r in group]), "cost": _cost_ratio(group, kd), "n": len(group),
+            "speed": _mean([r["speedup"] for r in group]), "n": len(group),
         }
+        st["cost"], st["cost_basis"] = _cost_ratio(group, kd)
         stats[(student, method)] = st
         ci = "-" if diff is None else (f"{diff.delta:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
                                        + (" *" if diff.significant else ""))
@@ -157,7 +164,7 @@ def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str]
                      *[_mean_std(v) for v in scores.values()], ci,
                      _fmt(st["fidelity"], 1), _fmt(st["consistency"]), _fmt(st["comp"], 3), _fmt(st["suff"], 3),
                      _fmt(st["params"]), "-" if st["speed"] is None else f"{st['speed']:.2f}x",
-                     "-" if st["cost"] is None else f"{st['cost']:.2f}x"])
+                     _fmt_cost(st["cost"], st["cost_basis"])])
     _bold_best(rows, header, start=sum(r[0].startswith("(") for r in rows))
     return header, rows, stats
 
@@ -171,6 +178,10 @@ def majority_floor(task: str, run: dict[str, Any], labels_of: DevLabels) -> dict
     labels = labels_of(task, run["idx"])
     majority = np.full_like(labels, np.bincount(labels).argmax())
     return {m: float(batched_metric(m, majority, labels)) for m in spec.metrics}
+
+
+def _fmt_cost(ratio: float | None, basis: str) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x" + (" (CPU)" if basis == "CPU" else "")
 
 
 def _bold_best(rows: list[list[str]], header: list[str], start: int) -> None:
@@ -394,8 +405,8 @@ def ig_consistency_note(stats: dict[str, dict[tuple[str, str], dict]], tasks: li
 
 def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str], dict]], tasks: list[str],
               reached: str, where: str = "") -> str | None:
-    """The cost target on ``tasks`` (``where``: the device they ran on): each EGKD family's mean per-epoch wall
-    time over KD's, and AD-KD's."""
+    """The cost target on ``tasks`` (``where``: the device they ran on): each EGKD family's mean per-epoch time
+    over KD's (CPU or wall seconds, as in the task tables), and AD-KD's."""
     costs = {m: _mean([stats[t].get((student, m), {}).get("cost") for t in tasks]) for m in egkd | {"adkd"}}
     egkd_costs = {m: c for m, c in costs.items() if m in egkd and c is not None}
     if not egkd_costs:
@@ -408,8 +419,8 @@ def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str
         status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
     return (f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**{where}: {status} — "
             + ", ".join(f"{m} {c:.2f}x" for m, c in sorted(egkd_costs.items()))
-            + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (wall time per epoch "
-            "of the grid's runs; see the cost benchmark for same-batch ratios).")
+            + (f"; adkd {ad:.2f}x" if ad is not None else "; adkd not run") + " (time per epoch "
+            "of the grid's runs, as in the task tables; see the cost benchmark for same-batch ratios).")
 
 
 def cache_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -655,9 +666,10 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                  "much a student reacts to [MASK] at all, whatever its map ranks: the section *Faithfulness against "
                  "a random erasure order* below sets each map beside a random order of the same tokens "
                  "(docs/measurements.md, sections 16-17). Train cost vs "
-                 "KD: wall seconds per epoch of these runs over KD's, teacher caches excluded — on a shared "
-                 "machine this is noisy; `egkd bench cost` measures the same ratio on identical batches in one "
-                 "process.\n")
+                 "KD: seconds per epoch of these runs over KD's, teacher caches excluded: the process's CPU seconds "
+                 "where all runs of both recorded them on a CPU (marked `(CPU)`; they do not grow when other "
+                 "units share the cores), else wall seconds, which on a shared machine are noisy; "
+                 "`egkd bench cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     parts.append(protocol(roots, records))

@@ -53,6 +53,9 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds_per_epoch: float = 0.0
     train_seconds: float = 0.0
+    # CPU seconds of this process per epoch: unlike wall time it does not grow when other processes share the
+    # cores, so per-epoch cost ratios stay comparable across a grid that runs several units at once
+    cpu_seconds_per_epoch: float = 0.0
 
 
 def run_key(cfg: RunConfig) -> str:
@@ -198,9 +201,9 @@ def train(
     model.train()
     n_epochs = math.ceil(cfg.epochs)
     bar = Bar("training", total=total_updates, enabled=main, completed=state["step"])
-    epoch_times = []
+    epoch_times, epoch_cpu = [], []
     while state["step"] < total_updates and state["epoch"] < n_epochs:
-        epoch_start = time.perf_counter()
+        epoch_start, cpu_start = time.perf_counter(), time.process_time()
         train_dl.set_epoch(state["epoch"])
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
@@ -240,6 +243,7 @@ def train(
             if state["step"] >= total_updates:
                 break
         epoch_times.append(time.perf_counter() - epoch_start)
+        epoch_cpu.append(time.process_time() - cpu_start)
         state["train_seconds"] += epoch_times[-1]
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
@@ -260,6 +264,7 @@ def train(
         history=state["history"],
         seconds_per_epoch=float(np.mean(epoch_times)) if epoch_times else 0.0,
         train_seconds=state["train_seconds"],
+        cpu_seconds_per_epoch=float(np.mean(epoch_cpu)) if epoch_cpu else 0.0,
     )
     return best, result
 

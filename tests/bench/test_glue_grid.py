@@ -191,6 +191,7 @@ def test_grid_writes_one_record_per_unit(grid_out):
     assert len(student["predictions"]) == len(student["idx"]) == 40
     assert "labels" not in student  # gold labels are read from the GLUE files when the report runs
     assert -1.0 <= student["consistency"] <= 1.0 and student["parameters"] < student["teacher_parameters"]
+    assert student["cpu_seconds_per_epoch"] > 0 and student["seconds_per_epoch"] > 0
     # the record's score is the run's own metrics.json, and its predictions are the run's prediction file
     run = out / student["run"]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -265,6 +266,7 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "| (majority class) | - | - |" in text
     row = next(line for line in text.splitlines() if line.startswith("| layers:1 | egkd-gradient |") and "±" in line)
     assert "[" in row and " ± " in row  # two seeds: mean ± std, a bootstrap interval vs KD
+    assert row.rstrip(" |").endswith("x (CPU)")  # cost vs KD from CPU seconds: every run recorded them here
     # the summary on top repeats the row's mean and its difference to KD, KD first
     summary = text.split("## Summary: student `layers:1`")[1].split("## Protocol")[0]
     assert summary.index("| kd |") < summary.index("| egkd-gradient |")

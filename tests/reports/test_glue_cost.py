@@ -1,0 +1,30 @@
+"""The task tables' training cost: per-epoch seconds over KD's, from the process's CPU seconds where every run of
+both methods recorded them on a CPU (several units share a CPU machine's cores, which inflates wall times), else
+from wall seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from egkd.reports.glue import _cost_ratio
+
+
+def _run(wall: float, cpu: float | None = None, gpu: str | None = None) -> dict:
+    rec = {"seconds_per_epoch": wall, "machine": {"gpu": gpu}}
+    if cpu is not None:
+        rec["cpu_seconds_per_epoch"] = cpu
+    return rec
+
+
+def test_cpu_seconds_when_every_run_of_both_recorded_them():
+    # the method's second run was crowded (wall 300) but used the same CPU time: the ratio ignores the crowding
+    egkd = [_run(140, 130), _run(300, 150)]
+    kd = [_run(100, 100), _run(100, 100)]
+    assert _cost_ratio(egkd, kd) == (pytest.approx(1.4), "CPU")
+
+
+def test_wall_seconds_when_a_run_lacks_cpu_seconds_or_ran_on_a_gpu():
+    kd = [_run(100, 100)]
+    assert _cost_ratio([_run(140, 130), _run(300)], kd) == (pytest.approx(2.2), "wall")  # an older record
+    assert _cost_ratio([_run(10, 9, gpu="H200")], [_run(5, 9, gpu="H200")]) == (pytest.approx(2.0), "wall")
+    assert _cost_ratio([_run(10, 9)], None)[0] is None  # no KD runs: no ratio
