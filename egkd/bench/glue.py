@@ -39,6 +39,7 @@ from typing import Any
 from egkd.bench.records import (
     append_record,
     explanation_fields,
+    explanations_key,
     field_suffix,
     make_record,
     read_results,
@@ -398,7 +399,18 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())
     if unit.student is not None and "explanations" not in metrics:  # finished but never scored (cut off between)
         metrics = api.evaluate(run, show=False, max_examples=grid.max_eval_examples, **scoring)
+    if unit.student is not None and trained_on_ig(options) and explanations_key("ig") not in metrics:
+        # a student trained to match integrated-gradient maps is judged on them too (consistency_ig, ...), so its
+        # record needs no --rescore pass; gxi stays the scoring every method shares
+        metrics = api.rescore_explanations(run, grid.teacher_dir(unit.task), explainer="ig",
+                                           max_explain_examples=grid.explain_examples, teacher_faithfulness=False,
+                                           max_examples=grid.max_eval_examples, show=False)
     return make_record(unit, run, grid.out, options, metrics)
+
+
+def trained_on_ig(options: dict[str, Any]) -> bool:
+    """Whether the unit's student learns the teacher's integrated-gradient maps (``egkd-gradient-ig``)."""
+    return str(options.get("student_explainer") or "gxi").split(":")[0] == "ig"
 
 
 def is_finished(run: Path) -> bool:

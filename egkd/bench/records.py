@@ -92,6 +92,7 @@ def make_record(unit: Unit, run: Path, root: Path, options: dict[str, Any], metr
         "main_metric": spec.main_metric,
         "fidelity": metrics.get("fidelity_agreement", metrics.get("fidelity_pearson")),
         **explanation_fields(metrics),
+        **(explanation_fields(metrics, "ig") if explanations_key("ig") in metrics else {}),
         "parameters": metrics["parameters"], "teacher_parameters": metrics.get("teacher", {}).get("parameters"),
         "speedup": metrics.get("speedup"),
         "seconds_per_epoch": training.get("seconds_per_epoch"), "train_seconds": training.get("train_seconds"),

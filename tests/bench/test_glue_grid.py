@@ -844,3 +844,33 @@ def test_erasure_baseline_script_scores_the_grids_own_map_and_a_random_order(gri
     assert "comprehensiveness: occlusion | random | occlusion - random" in lines[0]
     other = [c.strip() for c in next(x for x in lines if x.startswith("| rte |")).strip("|").split("|")]
     assert other[5] == cells[5] and other[8] == cells[8]
+
+
+def test_a_student_trained_on_ig_maps_is_recorded_with_ig_columns(glue_dir, minilm_path, tmp_path, capsys):
+    """egkd-gradient-ig's units are scored with IG maps as they finish (beside the gxi scoring every method gets),
+    with the numbers `evaluate --explainer ig` measures, so no --rescore pass is left for them."""
+    import shutil
+
+    from egkd import api
+
+    out = tmp_path / "results"
+    args = ["bench", "glue", "--tasks", "rte", "--methods", "kd,egkd-gradient-ig", "--students", "layers:1",
+            "--seeds", "1", "--teacher-model", TINY_TEACHER_MODEL, "--max-train-examples", "32",
+            "--max-eval-examples", "24", "--max-seq-length", "32", "--epochs", "1", "--explain-examples", "8",
+            "--data-dir", glue_dir, "--out", out]
+    assert cli_main(*args) == 0
+    recs = read_results(out)
+    ig, kd = recs["rte/layers-1/egkd-gradient-ig/seed42"], recs["rte/layers-1/kd/seed42"]
+    assert "consistency_ig" not in kd  # the other methods keep the shared gxi scoring only
+    metrics = json.loads((out / ig["run"] / "metrics.json").read_text())
+    assert ig["consistency"] == metrics["explanations"]["consistency"]["spearman"]  # gxi, as for every method
+    check = tmp_path / "check"
+    shutil.copytree(out / ig["run"], check)
+    fresh = api.evaluate(check, teacher=str(out / "teachers" / "rte"), explanations=True, explainer="ig",
+                         max_explain_examples=8, teacher_faithfulness=False, show=False, max_examples=24)
+    assert ig["consistency_ig"] == pytest.approx(fresh["explanations_ig"]["consistency"]["spearman"], abs=1e-9)
+    assert ig["comprehensiveness_ig"] == pytest.approx(
+        fresh["explanations_ig"]["faithfulness"]["student"]["comprehensiveness"], abs=1e-9)
+    capsys.readouterr()
+    assert cli_main(*args, "--rescore", "--rescore-explainer", "ig") == 0
+    assert "1 finished unit(s) without ig columns" in " ".join("".join(capsys.readouterr()).split())  # KD's only
