@@ -703,9 +703,12 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
         parts.append("## Consistency with integrated gradients\n\nThe consistency above compares gradient x input "
                      "maps, which the gradient family is trained to match and which, for a small transformer student, "
                      "can be no better than a random erasure order (docs/measurements.md, section 18). Here the same "
-                     "students asked with integrated gradients (8 steps from [PAD]; `egkd bench glue --rescore "
-                     "--rescore-explainer ig`), over the seeds scored with both, and how far the student's IG map "
-                     "beats a random erasure order (comprehensiveness AOPC minus random's).\n\n"
+                     "students asked with integrated gradients (8 steps from [PAD]; scored as they finish for "
+                     "`egkd-gradient-ig`, whose students learn IG maps, and by `egkd bench glue --rescore "
+                     "--rescore-explainer ig` for the others, which needs their run folders), over the seeds scored "
+                     "with both, and how far the student's IG map beats a random erasure order (comprehensiveness "
+                     "AOPC minus random's). A method with fewer seeds here than in its task table was scored on the "
+                     "seeds whose run folders are on this machine.\n\n"
                      + to_markdown(header, rows))
     header, rows = cache_rows(records)
     if rows:
