@@ -49,6 +49,7 @@ from egkd.bench.records import (
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
+from egkd.explain.student import student_map_options
 from egkd.locks import exclusive
 from egkd.reports.console import console
 from egkd.reports.tables import to_markdown
@@ -409,8 +410,9 @@ def run_unit(grid: Grid, unit: Unit, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def trained_on_ig(options: dict[str, Any]) -> bool:
-    """Whether the unit's student learns the teacher's integrated-gradient maps (``egkd-gradient-ig``)."""
-    return str(options.get("student_explainer") or "gxi").split(":")[0] == "ig"
+    """Whether the unit's student learns the teacher's integrated-gradient maps (``egkd-gradient-ig``): any
+    student map but gxi, read by the parser training uses (``ig``, ``integrated_gradients``, their options)."""
+    return student_map_options(options.get("student_explainer") or "gxi") != (1, "zero")  # (1, zero): gxi
 
 
 def is_finished(run: Path) -> bool:
