@@ -292,7 +292,8 @@ def summary_rows(student: str, tasks: list[str], teachers: dict[str, dict],
             kd_same = [stats[t].get((student, "kd"), {}).get("score") for t in part[1]]  # KD on the same tasks
             gap = f"{part[0] - statistics.fmean(kd_same):+.2f}; " if method != "kd" and None not in kd_same else ""
             average = f"{part[0]:.2f} ({gap}{len(part[1])} tasks)"
-            seen += [part[1]] if part[1] not in seen else []
+            if part[1] not in seen:
+                seen.append(part[1])
         cons = _mean([stats[t][(student, method)]["consistency"] for t in tasks if (student, method) in stats[t]])
         rows.append([method, *cells, average, _fmt(cons)])
     # the teacher on the same tasks; named by their count, or by the tasks themselves where rows differ in them
