@@ -42,6 +42,9 @@ METHODS: dict[str, tuple[str, str | None, bool, dict[str, Any]]] = {
     "egkd-gradient": ("egkd", "gradient", True, {}),
     # the gradient family on IG maps: the teacher's (8 steps, cached) and the student's (2 steps, double backprop)
     "egkd-gradient-ig": ("egkd", "gradient", True, {"teacher_explainer": "ig", "student_explainer": "ig:steps=2"}),
+    # the grid's egkd-gradient-ig-lite: the student's IG map on an eighth of each batch
+    "egkd-gradient-ig-lite": ("egkd", "gradient", True, {"teacher_explainer": "ig", "student_explainer": "ig:steps=2",
+                                                         "grad_fraction": 0.125}),
     "egkd-perturbation": ("egkd", "perturbation", True, {}),
     "egkd-selection": ("egkd", "selection", True, {}),
     "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True, {}),

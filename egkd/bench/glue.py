@@ -77,6 +77,10 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     # double backprop; a small student's gxi maps can be no better than random erasure (measurements, 18-19)
     "egkd-gradient-ig": {"method": "egkd", "explainer": "gradient", "teacher_explainer": "ig",
                          "student_explainer": "ig:steps=2"},
+    # the same with the student's IG map on an eighth of each batch instead of a quarter: 1.45x KD per step on
+    # identical batches instead of 1.83x (measurements, 20), inside the 1.5x cost target
+    "egkd-gradient-ig-lite": {"method": "egkd", "explainer": "gradient", "teacher_explainer": "ig",
+                              "student_explainer": "ig:steps=2", "grad_fraction": 0.125},
     # the occlusion cache costs one teacher forward per occluded unit: 16 sampled units per example keep
     # sentence pairs (MRPC/RTE: 50-100 units) affordable on CPU; SST-2 sentences mostly have fewer
     "egkd-perturbation": {"method": "egkd", "explainer": "perturbation", "perturb_units": 16},
@@ -92,6 +96,7 @@ TUNING_GRID: dict[str, list[dict[str, Any]]] = {
     "adkd": [{"adkd_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-gradient": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-gradient-ig": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
+    "egkd-gradient-ig-lite": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-perturbation": [{"perturb_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-selection": [{"select_weight": w} for w in (0.3, 1.0, 3.0)],
     "egkd-all": [{"grad_weight": w, "perturb_weight": w, "select_weight": w} for w in (0.3, 1.0, 3.0)],

@@ -118,14 +118,20 @@ def versus(group: Group, baseline: Group, metric: str, labels_of: DevLabels,
 
 
 def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
-    """Seconds per epoch over KD's, and which seconds: CPU seconds of the process where every run of both groups
-    recorded them on a CPU, since a CPU grid runs several units at once and their wall times then measure the
-    crowding as much as the method; wall seconds otherwise (older records, GPUs)."""
-    both = [*group, *(kd or [])]
-    field = ("cpu_seconds_per_epoch" if all(r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")
-                                            for r in both) else "seconds_per_epoch")
-    mine, base = _mean([r[field] for r in group]), _mean([r[field] for r in kd or []])
-    return (None if mine is None or not base else mine / base), "CPU" if field.startswith("cpu") else "wall"
+    """Seconds per epoch over KD's, and which seconds: the process's CPU seconds wherever both groups have runs
+    that recorded them on a CPU (only those runs count then), since a CPU grid runs several units at once and their
+    wall times measure the crowding as much as the method; wall seconds of every run otherwise (older records,
+    GPUs)."""
+    def on_cpu(runs: Group) -> list[float]:
+        return [r["cpu_seconds_per_epoch"] for r in runs
+                if r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")]
+
+    mine, base = on_cpu(group), on_cpu(kd or [])
+    basis = "CPU"
+    if not (mine and base):
+        mine, base, basis = [r["seconds_per_epoch"] for r in group], [r["seconds_per_epoch"] for r in kd or []], "wall"
+    mine_mean, base_mean = _mean(mine), _mean(base)
+    return (None if mine_mean is None or not base_mean else mine_mean / base_mean), basis
 
 
 def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,
@@ -668,8 +674,8 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                  "a random erasure order* below sets each map beside a random order of the same tokens "
                  "(docs/measurements.md, sections 16-17). Train cost vs "
                  "KD: seconds per epoch of these runs over KD's, teacher caches excluded: the process's CPU seconds "
-                 "where all runs of both recorded them on a CPU (marked `(CPU)`; they do not grow when other "
-                 "units share the cores), else wall seconds, which on a shared machine are noisy; "
+                 "from the runs of both that recorded them on a CPU, wherever each has some (marked `(CPU)`; they do "
+                 "not grow when other units share the cores), else wall seconds, which on a shared machine are noisy; "
                  "`egkd bench cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_cost_bench_times_every_method_on_the_same_batches_and_writes_its_table(tiny_teacher, glue_dir, tmp_path):
-    methods = ["kd", "kd-live", "egkd-gradient", "egkd-gradient-ig", "egkd-all"]
+    methods = ["kd", "kd-live", "egkd-gradient", "egkd-gradient-ig", "egkd-gradient-ig-lite", "egkd-all"]
     rows = bench_cost(str(tiny_teacher), student="layers:1", task="rte", methods=methods, batch_size=4,
                       max_seq_length=32, steps=2, warmup=1, data_dir=str(glue_dir), out=tmp_path)
     by = {r["method"]: r for r in rows}
@@ -28,6 +28,8 @@ def test_cost_bench_times_every_method_on_the_same_batches_and_writes_its_table(
     assert by["egkd-all"]["cache_s_per_1000"] > by["egkd-gradient"]["cache_s_per_1000"] > 0
     # the IG teacher maps are their own entry (8 path points per example), not the gxi entry's time again
     assert by["egkd-gradient-ig"]["cache_s_per_1000"] > by["egkd-gradient"]["cache_s_per_1000"]
+    # its lighter twin (the student's map on fewer examples) reuses that same entry
+    assert by["egkd-gradient-ig-lite"]["cache_s_per_1000"] == by["egkd-gradient-ig"]["cache_s_per_1000"]
     saved = json.loads((tmp_path / "cost.json").read_text())
     assert [r["method"] for r in saved["rows"]] == methods and "student layers:1" in saved["title"]
     assert "1 threads, torch " in saved["title"]  # the machine it ran on, as the grid's records name it

@@ -20,6 +20,7 @@ from egkd.bench.glue import (
     split_students,
     stale_units,
     teacher_unit,
+    trained_on_ig,
     tuning_tries,
     unit_lock,
 )
@@ -75,6 +76,12 @@ def test_grid_order_and_settings(tmp_path):
     ig = Grid(out=tmp_path, tasks=["rte"], methods=["egkd-gradient-ig"], students=["layers:1,3,5"], seeds={},
               tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig", 42, setting=0))
     assert (ig["teacher_explainer"], ig["student_explainer"], ig["grad_weight"]) == ("ig", "ig:steps=2", 0.3)
+    assert "grad_fraction" not in ig and trained_on_ig(ig)  # the training default: a quarter of each batch
+    # its lighter twin: the same maps and weights, the student's IG map on an eighth of each batch
+    lite = Grid(out=tmp_path, tasks=["rte"], methods=["egkd-gradient-ig-lite"], students=["layers:1,3,5"], seeds={},
+                tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig-lite", 42, setting=2))
+    assert lite == {**ig, "grad_fraction": 0.125, "grad_weight": 3.0}
+    assert trained_on_ig(lite)
     with pytest.raises(EgkdError, match="unknown method"):
         Grid(out=tmp_path, tasks=["rte"], methods=["kd", "tinybert"], students=["layers:1"], seeds={})
     # randomly initialised students: a larger learning rate, and their explanation gradient capped

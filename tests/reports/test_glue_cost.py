@@ -1,6 +1,6 @@
-"""The task tables' training cost: per-epoch seconds over KD's, from the process's CPU seconds where every run of
-both methods recorded them on a CPU (several units share a CPU machine's cores, which inflates wall times), else
-from wall seconds."""
+"""The task tables' training cost: per-epoch seconds over KD's, from the process's CPU seconds of the runs that
+recorded them on a CPU wherever both methods have such runs (several units share a CPU machine's cores, which
+inflates wall times), else from the wall seconds of every run."""
 
 from __future__ import annotations
 
@@ -23,8 +23,16 @@ def test_cpu_seconds_when_every_run_of_both_recorded_them():
     assert _cost_ratio(egkd, kd) == (pytest.approx(1.4), "CPU")
 
 
-def test_wall_seconds_when_a_run_lacks_cpu_seconds_or_ran_on_a_gpu():
-    kd = [_run(100, 100)]
-    assert _cost_ratio([_run(140, 130), _run(300)], kd) == (pytest.approx(2.2), "wall")  # an older record
+def test_only_the_runs_with_cpu_seconds_count_when_both_methods_have_some():
+    # older runs (wall seconds only, crowded) sit beside one newer run of each that recorded CPU seconds
+    egkd = [_run(400), _run(300), _run(150, 140)]
+    kd = [_run(90), _run(200), _run(110, 100)]
+    assert _cost_ratio(egkd, kd) == (pytest.approx(1.4), "CPU")
+
+
+def test_wall_seconds_when_either_method_has_no_cpu_run():
+    kd = [_run(100)]  # older KD records only: the method's CPU seconds have nothing to be divided by
+    assert _cost_ratio([_run(140, 130), _run(300)], kd) == (pytest.approx(2.2), "wall")
+    assert _cost_ratio([_run(140), _run(300)], [_run(100, 100)]) == (pytest.approx(2.2), "wall")
     assert _cost_ratio([_run(10, 9, gpu="H200")], [_run(5, 9, gpu="H200")]) == (pytest.approx(2.0), "wall")
     assert _cost_ratio([_run(10, 9)], None)[0] is None  # no KD runs: no ratio
