@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from egkd.bench.glue import IG_MAPS
 from egkd.bench.records import describe_machine, machine
 from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig
@@ -40,11 +41,9 @@ METHODS: dict[str, tuple[str, str | None, bool, dict[str, Any]]] = {
     "kd-live": ("kd", None, False, {}),
     "pkd": ("pkd", None, False, {}),
     "egkd-gradient": ("egkd", "gradient", True, {}),
-    # the gradient family on IG maps: the teacher's (8 steps, cached) and the student's (2 steps, double backprop)
-    "egkd-gradient-ig": ("egkd", "gradient", True, {"teacher_explainer": "ig", "student_explainer": "ig:steps=2"}),
-    # the grid's egkd-gradient-ig-lite: the student's IG map on an eighth of each batch
-    "egkd-gradient-ig-lite": ("egkd", "gradient", True, {"teacher_explainer": "ig", "student_explainer": "ig:steps=2",
-                                                         "grad_fraction": 0.125}),
+    # the gradient family on IG maps, as the grid runs it; its lite twin: the student's map on an eighth of each batch
+    "egkd-gradient-ig": ("egkd", "gradient", True, IG_MAPS),
+    "egkd-gradient-ig-lite": ("egkd", "gradient", True, {**IG_MAPS, "grad_fraction": 0.125}),
     "egkd-perturbation": ("egkd", "perturbation", True, {}),
     "egkd-selection": ("egkd", "selection", True, {}),
     "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True, {}),
