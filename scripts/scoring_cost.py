@@ -27,7 +27,7 @@ from egkd.reports.tables import to_markdown
 
 def main(teacher_dir: str, task_name: str, n_explain: int = 200) -> None:
     task = get_task(task_name)
-    length = 64 if task.name in ("cola", "sst2") else 128  # the grid's lengths (egkd.bench.glue.TASK_PLAN)
+    length = 64 if task.name in ("cola", "sst2") else 128  # the grid's lengths (egkd.bench.protocol.TASK_PLAN)
     teacher = load_classifier(teacher_dir, task, expect_head=True)
     student = build_student("layers:1,3,5", teacher, task)
     rows = []

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from egkd.bench.glue import IG_MAPS
+from egkd.bench.protocol import IG_MAPS
 from egkd.bench.records import describe_machine, machine
 from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig

@@ -13,11 +13,7 @@ Order: cheap tasks first (RTE, MRPC, STS-B, CoLA, SST-2); inside a task the teac
 (``--tune``), then seed by seed every student and method, so that one seed of every method is finished before
 the next seed starts and a partial grid still compares all methods.
 
-Tuning protocol (``--tune``): on the first seed, each method tries the same number of settings (the
-:func:`tuning_grid`: the weight of its own extra term, or the KD temperature (on a regression task, where the
-temperature does not enter, KD's weight alpha), or the learning rate for gold-label fine-tuning, at 0.5, 1 and
-2 times the student's own rate); the setting with the best dev score is fixed for every seed of that (task,
-student, method). Dev is also where results are reported, so tuned numbers are optimistic for every method alike.
+What each task, method and student is trained with, and the tuning protocol, are in :mod:`egkd.bench.protocol`.
 """
 
 from __future__ import annotations
@@ -36,6 +32,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from egkd.bench.protocol import (
+    METHOD_OPTIONS,
+    TASK_PLAN,
+    TEACHER_MODEL,
+    pairs_with,
+    student_options,
+    tuning_grid,
+)
 from egkd.bench.records import (
     append_record,
     explanation_fields,
@@ -47,91 +51,12 @@ from egkd.bench.records import (
     results_lock,
 )
 from egkd.config import RunConfig
-from egkd.data.tasks import get_task
 from egkd.errors import EgkdError
 from egkd.explain.student import student_map_options
 from egkd.locks import exclusive
 from egkd.reports.console import console
 from egkd.reports.tables import to_markdown
 from egkd.training.checkpoint import can_resume, checkpoint_dir
-
-TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-# The reference settings of configs/<task>-teacher.yaml and configs/<task>-kd.yaml, cheapest task first.
-TASK_PLAN: dict[str, dict[str, Any]] = {
-    "rte": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
-    "mrpc": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
-    "stsb": {"max_seq_length": 128, "teacher_epochs": 3, "student_epochs": 4},
-    "cola": {"max_seq_length": 64, "teacher_epochs": 3, "student_epochs": 3},
-    "sst2": {"max_seq_length": 64, "teacher_epochs": 2, "student_epochs": 3, "max_train_examples": 20000},
-}
-
-# the maps the IG variants of the gradient family align: the teacher's cached IG maps (8 steps) and the student's
-# own 2-step IG map under double backprop
-IG_MAPS: dict[str, str] = {"teacher_explainer": "ig", "student_explainer": "ig:steps=2"}
-
-# method name in the grid -> RunConfig options
-METHOD_OPTIONS: dict[str, dict[str, Any]] = {
-    "ft": {"method": "ft"},
-    "kd": {"method": "kd"},
-    "pkd": {"method": "pkd"},
-    "adkd": {"method": "adkd"},
-    "egkd-gradient": {"method": "egkd", "explainer": "gradient"},
-    # the gradient family on integrated-gradient maps: a small student's gxi maps can be no better than random
-    # erasure (measurements, 18-19)
-    "egkd-gradient-ig": {"method": "egkd", "explainer": "gradient", **IG_MAPS},
-    # the same with the student's IG map on an eighth of each batch instead of a quarter: 1.45x KD per step on
-    # identical batches instead of 1.83x, 1.32-1.40x per epoch instead of 1.74x (measurements, 20-21)
-    "egkd-gradient-ig-lite": {"method": "egkd", "explainer": "gradient", **IG_MAPS, "grad_fraction": 0.125},
-    # the occlusion cache costs one teacher forward per occluded unit: 16 sampled units per example keep
-    # sentence pairs (MRPC/RTE: 50-100 units) affordable on CPU; SST-2 sentences mostly have fewer
-    "egkd-perturbation": {"method": "egkd", "explainer": "perturbation", "perturb_units": 16},
-    "egkd-selection": {"method": "egkd", "explainer": "selection"},
-    "egkd-all": {"method": "egkd", "explainer": "gradient+perturbation+selection", "perturb_units": 16},
-}
-
-# Three settings per method: the same tuning budget for the baselines as for egkd. ft's three depend on the
-# student (ft_tries), the others' do not.
-TUNING_GRID: dict[str, list[dict[str, Any]]] = {
-    "kd": [{"temperature": t} for t in (1.0, 2.0, 4.0)],
-    "pkd": [{"pkd_weight": w} for w in (10.0, 100.0, 500.0)],
-    "adkd": [{"adkd_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-gradient": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-gradient-ig": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-gradient-ig-lite": [{"grad_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-perturbation": [{"perturb_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-selection": [{"select_weight": w} for w in (0.3, 1.0, 3.0)],
-    "egkd-all": [{"grad_weight": w, "perturb_weight": w, "select_weight": w} for w in (0.3, 1.0, 3.0)],
-}
-
-
-# On a regression task KD's loss is an MSE between outputs (egkd.losses.terms.kd_loss): the temperature does not
-# enter it, so three temperatures would be one run three times and KD would get no tuning at all. There KD tries
-# the weight of its term against the gold-label term instead (alpha; the default 0.9 in the middle).
-REGRESSION_KD_GRID: list[dict[str, Any]] = [{"alpha": a} for a in (0.5, 0.9, 1.0)]
-
-
-# ft tries its learning rate at these multiples of the student's own rate: 5e-5, 1e-4, 2e-4 for a transformer
-# student, 5e-4 to 2e-3 for a BiLSTM trained from scratch (a transformer's rates left one at the majority class
-# on CoLA).
-FT_LEARNING_RATE_FACTORS = (0.5, 1.0, 2.0)
-
-
-def ft_tries(student: str) -> list[dict[str, Any]]:
-    """ft's ``--tune`` settings for ``student``: its learning rate, around the rate every method trains it at."""
-    base = base_learning_rate(student)
-    return [{"learning_rate": float(f"{f * base:.3g}")} for f in FT_LEARNING_RATE_FACTORS]
-
-
-def tuning_grid(task: str, method: str, student: str) -> list[dict[str, Any]]:
-    """The ``--tune`` settings of ``method`` for ``student`` on ``task`` (the same number, three, for every
-    method)."""
-    if method == "kd" and get_task(task).is_regression:
-        return REGRESSION_KD_GRID
-    if method == "ft":
-        return ft_tries(student)
-    return TUNING_GRID[method]
-
 
 STUDENT_KINDS = ("layers", "depth", "config", "bilstm", "cnn")
 FIRST_SEED = 42
@@ -164,31 +89,6 @@ def slug(student: str) -> str:
     """A folder name for a student spec: ``layers:1,3,5`` -> ``layers-1-3-5``."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", student).strip("-")
 
-
-def base_learning_rate(student: str) -> float:
-    """The peak learning rate every method trains ``student`` at (unless ``--learning-rate``): randomly
-    initialised students need a larger one than a transformer cut from the teacher."""
-    return {"bilstm": 1e-3, "cnn": 1e-3, "config": 5e-4}.get(student.split(":")[0], 1e-4)
-
-
-def student_options(student: str, method: str) -> dict[str, Any]:
-    """Per-architecture training settings: randomly initialised students need a larger learning rate than a
-    transformer cut from the teacher, and their explanation terms a gradient cap (``explain_grad_ratio``):
-    without it the gradient family's gradient, ~25x KD's at the start, kept a BiLSTM at 56 % on SST-2 (KD 78 %)."""
-    kind = student.split(":")[0]
-    opts: dict[str, Any] = {"learning_rate": base_learning_rate(student)}
-    if kind in ("bilstm", "cnn", "config") and METHOD_OPTIONS[method]["method"] in ("egkd", "adkd"):
-        opts["explain_grad_ratio"] = 1.0
-    return opts
-
-
-def pairs_with(student: str, method: str) -> bool:
-    """Whether ``method`` can train ``student``. PKD and AD-KD feed the student's input ids to the teacher (hidden
-    states, attributions), so a student with its own vocabulary (BiLSTM, CNN, a ``config:`` with a trained
-    tokenizer) cannot run them; the grid leaves those pairs out instead of recording a failure per unit."""
-    from egkd.models.students import needs_texts  # lazy: torch and transformers load only when a grid runs
-
-    return not (needs_texts(student) and METHOD_OPTIONS[method]["method"] in ("pkd", "adkd"))
 
 
 @dataclass(frozen=True)

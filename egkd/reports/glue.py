@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from egkd.bench.glue import TASK_PLAN, stale_units
+from egkd.bench.glue import FIRST_SEED, best_try, differing, read_grids, stale_units
+from egkd.bench.protocol import (
+    FT_LEARNING_RATE_FACTORS,
+    REGRESSION_KD_GRID,
+    TASK_PLAN,
+    TUNING_GRID,
+    ft_tries,
+    tuning_grid,
+)
 from egkd.bench.records import describe_machine, read_results
 from egkd.data.glue import load_split
 from egkd.data.tasks import get_task
@@ -496,8 +504,6 @@ def ig_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -> tupl
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
     chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
-    from egkd.bench.glue import best_try, differing, tuning_grid
-
     tries: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in records.values():
         if r["kind"] == "tune":
@@ -566,15 +572,6 @@ def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], di
 
 def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
     """How the numbers were made, and how much of the planned grids (of every folder) they cover."""
-    from egkd.bench.glue import (
-        FIRST_SEED,
-        FT_LEARNING_RATE_FACTORS,
-        REGRESSION_KD_GRID,
-        TUNING_GRID,
-        ft_tries,
-        read_grids,
-    )
-
     folders = {root: read_grids(root) for root in roots}
     grids = [g for gs in folders.values() for g in gs]
     teacher_model = folders[roots[0]][-1].teacher_model if folders[roots[0]] else "all-MiniLM-L6-v2"
