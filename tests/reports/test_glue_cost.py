@@ -36,3 +36,22 @@ def test_wall_seconds_when_either_method_has_no_cpu_run():
     assert _cost_ratio([_run(140), _run(300)], [_run(100, 100)]) == (pytest.approx(2.2), "wall")
     assert _cost_ratio([_run(10, 9, gpu="H200")], [_run(5, 9, gpu="H200")]) == (pytest.approx(2.0), "wall")
     assert _cost_ratio([_run(10, 9)], None)[0] is None  # no KD runs: no ratio
+
+
+def test_cost_target_line_names_the_families_within_and_past_it():
+    from egkd.reports.glue import cost_line
+
+    def stats(costs: dict[str, float]) -> dict:
+        return {"rte": {("s", m): {"cost": c} for m, c in costs.items()}}
+
+    two = stats({"egkd-gradient": 1.2, "egkd-all": 1.9})
+    line = cost_line("s", {"egkd-gradient", "egkd-all"}, two, ["rte"], "reached")
+    assert ": missed — within it: egkd-gradient 1.20x; past it: egkd-all 1.90x; adkd not run" in line
+    line = cost_line("s", {"egkd-gradient"}, two, ["rte"], "reached")
+    assert "1.5x part reached, AD-KD part not measured here — within it: egkd-gradient 1.20x;" in line
+    # cheaper than 1.5x but not cheaper than AD-KD: past the target too
+    line = cost_line("s", {"egkd-gradient"}, stats({"egkd-gradient": 1.2, "adkd": 1.1}), ["rte"], "reached")
+    assert ": missed — past it: egkd-gradient 1.20x; adkd 1.10x" in line
+    line = cost_line("s", {"egkd-gradient"}, stats({"egkd-gradient": 1.2, "adkd": 6.0}), ["rte"], "reached")
+    assert ": reached — within it: egkd-gradient 1.20x; adkd 6.00x" in line
+    assert cost_line("s", {"egkd-gradient"}, stats({"kd": 1.0}), ["rte"], "reached") is None
