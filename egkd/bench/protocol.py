@@ -42,7 +42,8 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     # erasure (measurements, 18-19)
     "egkd-gradient-ig": {"method": "egkd", "explainer": "gradient", **IG_MAPS},
     # the same with the student's IG map on an eighth of each batch instead of a quarter: 1.45x KD per step on
-    # identical batches instead of 1.83x, 1.32-1.40x per epoch instead of 1.74x (measurements, 20-21)
+    # identical batches instead of 1.83x, 1.39x per epoch instead of 1.75x on the four CPU tasks, at a lower accuracy
+    # outside RTE (measurements, 20-22)
     "egkd-gradient-ig-lite": {"method": "egkd", "explainer": "gradient", **IG_MAPS, "grad_fraction": 0.125},
     # the occlusion cache costs one teacher forward per occluded unit: 16 sampled units per example keep
     # sentence pairs (MRPC/RTE: 50-100 units) affordable on CPU; SST-2 sentences mostly have fewer
