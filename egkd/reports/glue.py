@@ -435,8 +435,8 @@ def cost_line(student: str, egkd: set[str], stats: dict[str, dict[tuple[str, str
     else:
         status = reached if ad is not None else "1.5x part reached, AD-KD part not measured here"
 
-    def listed(costs: dict[str, float]) -> str:
-        return ", ".join(f"{m} {c:.2f}x" for m, c in sorted(costs.items()))
+    def listed(ratios: dict[str, float]) -> str:
+        return ", ".join(f"{m} {c:.2f}x" for m, c in sorted(ratios.items()))
 
     parts = ([f"within it: {listed(within)}"] if within else []) + ([f"past it: {listed(past)}"] if past else [])
     return (f"- **{student}: EGKD costs <= 1.5x KD per epoch and less than AD-KD**{where}: {status} — "
