@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from egkd.config import RunConfig
+from egkd.config import REFERENCE_MODEL, RunConfig
 from egkd.errors import EgkdError
 
 app = typer.Typer(
@@ -278,7 +278,7 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("cost")
 def bench_cost(
     teacher: Annotated[str, typer.Option(help="teacher run folder (or a model: cost does not depend on weights)")]
-    = "sentence-transformers/all-MiniLM-L6-v2",
+    = REFERENCE_MODEL,
     student: Annotated[str, typer.Option(help=HELP["student"])] = "layers:1,3,5",
     task: Annotated[str, typer.Option(help=HELP["task"])] = "sst2",
     methods: Annotated[str, typer.Option(help="comma-separated; default all")] = "",
@@ -322,7 +322,7 @@ def bench_glue(
     = None,
     explain_examples: Annotated[int, typer.Option(help="dev examples for consistency and faithfulness")] = 200,
     teacher_model: Annotated[str, typer.Option(help="model every task's teacher is fine-tuned from")]
-    = "sentence-transformers/all-MiniLM-L6-v2",
+    = REFERENCE_MODEL,
     max_seq_length: Annotated[int | None, typer.Option(help="override every task's max length (quick trials)")]
     = None,
     max_eval_examples: Annotated[int | None, typer.Option(help="first N dev examples only (quick trials)")] = None,

@@ -17,6 +17,10 @@ import yaml
 
 from egkd.errors import EgkdError
 
+# the model egkd fine-tunes by default, the demo and the grid start their teachers from, and the one bundled for
+# offline use (egkd.models.resolve)
+REFERENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
 
 @dataclass
 class RunConfig:
@@ -24,7 +28,7 @@ class RunConfig:
     task: str = "sst2"
     data_dir: str | None = None
     out: str | None = None
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"  # finetune: the model to fine-tune
+    model: str = REFERENCE_MODEL  # finetune: the model to fine-tune
     teacher: str | None = None  # distill: a fine-tuned teacher (run folder, path or hub id)
     student: str = "depth:3"  # distill: layers:i,j,k | depth:N | config:... | path or hub id
     method: str = "kd"  # ft | kd | pkd | egkd | adkd

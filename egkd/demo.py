@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from egkd import api
+from egkd.config import REFERENCE_MODEL
 from egkd.data.glue import resolve_data_dir
 from egkd.data.synthetic import write_synthetic_glue
 from egkd.data.tasks import get_task
@@ -25,7 +26,6 @@ from egkd.models.resolve import hub_reachable
 from egkd.reports.console import console
 from egkd.reports.tables import metric_rows, metrics_table, to_markdown, write_csv
 
-TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EXPLAIN_EXAMPLES = 300  # explanation metrics (consistency, ERASER faithfulness) on the first 300 dev examples
 
 
@@ -56,7 +56,7 @@ def run_demo(out: Path = Path("runs/demo"), data_dir: str | None = None, train_e
                   batch_size=32, overwrite=True, log_with="csv")
     teacher_dir = out / "teacher"
     students = {"student KD": out / "student-kd", "student EGKD-gradient": out / "student-egkd"}
-    api.finetune(model=TEACHER_MODEL, out=str(teacher_dir), epochs=2, learning_rate=5e-5, **common)
+    api.finetune(model=REFERENCE_MODEL, out=str(teacher_dir), epochs=2, learning_rate=5e-5, **common)
     distill = dict(teacher=str(teacher_dir), student="layers:1,3,5", epochs=2, learning_rate=1e-4, alpha=0.9,
                    temperature=2.0, **common)
     api.distill(method="kd", out=str(students["student KD"]), **distill)

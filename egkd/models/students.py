@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from egkd.config import REFERENCE_MODEL
 from egkd.data.tasks import TaskSpec
 from egkd.errors import EgkdError
 from egkd.models.resolve import bundled_path, resolve_model
@@ -40,7 +41,7 @@ from egkd.models.vocab import is_trainable_kind, train_tokenizer
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()  # egkd draws its own progress bars
 
-DEFAULT_TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TOKENIZER = REFERENCE_MODEL
 
 
 @dataclass
