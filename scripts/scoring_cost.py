@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from egkd import api
+from egkd.bench.protocol import TASK_PLAN
 from egkd.config import RunConfig
 from egkd.data.tasks import get_task
 from egkd.data.tokenize import Collator
@@ -27,7 +28,7 @@ from egkd.reports.tables import to_markdown
 
 def main(teacher_dir: str, task_name: str, n_explain: int = 200) -> None:
     task = get_task(task_name)
-    length = 64 if task.name in ("cola", "sst2") else 128  # the grid's lengths (egkd.bench.protocol.TASK_PLAN)
+    length = TASK_PLAN.get(task.name, {}).get("max_seq_length", 128)  # the grid's length for the task
     teacher = load_classifier(teacher_dir, task, expect_head=True)
     student = build_student("layers:1,3,5", teacher, task)
     rows = []

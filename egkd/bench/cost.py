@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from egkd.bench.protocol import IG_MAPS
+from egkd.bench.protocol import IG_LITE_MAPS, IG_MAPS
 from egkd.bench.records import describe_machine, machine
 from egkd.cache import CacheSpec, build_teacher_cache
 from egkd.config import RunConfig
@@ -43,7 +43,7 @@ METHODS: dict[str, tuple[str, str | None, bool, dict[str, Any]]] = {
     "egkd-gradient": ("egkd", "gradient", True, {}),
     # the gradient family on IG maps, as the grid runs it; its lite twin: the student's map on an eighth of each batch
     "egkd-gradient-ig": ("egkd", "gradient", True, IG_MAPS),
-    "egkd-gradient-ig-lite": ("egkd", "gradient", True, {**IG_MAPS, "grad_fraction": 0.125}),
+    "egkd-gradient-ig-lite": ("egkd", "gradient", True, IG_LITE_MAPS),
     "egkd-perturbation": ("egkd", "perturbation", True, {}),
     "egkd-selection": ("egkd", "selection", True, {}),
     "egkd-gradient+perturbation": ("egkd", "gradient+perturbation", True, {}),
