@@ -380,7 +380,7 @@ def drop_stale(grid: Grid, stale: list[tuple[str, list[str]]]) -> None:
     """Move stale records to ``stale.jsonl`` and their run folders to ``stale/``, so the grid reruns them."""
     keys = {k for k, _ in stale}
     path = grid.out / "results.jsonl"
-    keep, moved = [], []
+    keep, moved, kept_runs = [], [], set()
     with results_lock(grid.out):  # another process may be appending its record right now
         for line in path.read_text().splitlines():
             try:
@@ -389,16 +389,25 @@ def drop_stale(grid: Grid, stale: list[tuple[str, list[str]]]) -> None:
                 keep.append(line)
                 continue
             (moved if rec.get("key") in keys else keep).append(line)
+            if rec.get("key") not in keys and rec.get("run"):
+                kept_runs.add(grid.out / rec["run"])
         with (grid.out / "stale.jsonl").open("a") as f:
             f.writelines(m + "\n" for m in moved)
         path.write_text("".join(k + "\n" for k in keep))
-    for key in keys:
+    # A seed's tuning tries live inside its folder (runs/<key>/tune<i>) but are units of their own, and the seed's
+    # record may point at one of them: only folders no kept record points at go with the stale unit (a seed before
+    # its stale tries, so that setting the seed aside does not delete a try just set aside inside it).
+    for key in sorted(keys):
         run = grid.out / "runs" / key
         if run.is_dir():
             target = grid.out / "stale" / key
             shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(run), str(target))
+            target.mkdir(parents=True)
+            for entry in run.iterdir():
+                if entry not in kept_runs:
+                    shutil.move(str(entry), str(target / entry.name))
+            if not any(run.iterdir()):
+                run.rmdir()
     console.print(f"[yellow]{len(keys)} stale unit(s) moved to {grid.out / 'stale.jsonl'} and {grid.out / 'stale'}/;"
                   " rerunning them[/]")
 

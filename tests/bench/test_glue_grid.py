@@ -13,6 +13,7 @@ from egkd.bench.glue import (
     Unit,
     check_finished_run,
     chosen_settings,
+    drop_stale,
     estimate,
     prerequisites,
     read_grids,
@@ -264,6 +265,28 @@ def test_rerun_stale_sets_changed_units_aside_and_runs_them_again(grid_out, caps
     assert (out / now[old["key"]]["run"] / "model.safetensors").stat().st_mtime_ns > aside.stat().st_mtime_ns
 
 
+def test_setting_a_stale_seed_aside_keeps_its_tuning_tries(tmp_path):
+    """A tuned seed's folder holds its tuning tries (runs/<key>/tune<i>), units of their own that the seed's record
+    may point at: setting the stale seed aside moves its own files only (a grid rerun with --rerun-stale once moved
+    the whole folder, and the kept tries' records pointed at nothing)."""
+    grid = Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 1}, tune=True)
+    seed = "rte/layers-1/kd/seed42"
+    run = tmp_path / "runs" / seed
+    for sub in ("", "tune0", "tune1", "tune2"):
+        (run / sub).mkdir(parents=True, exist_ok=True)
+        (run / sub / "model.safetensors").write_text(sub or "seed")
+    tries = [{"key": f"{seed}/tune{i}", "run": f"runs/{seed}/tune{i}"} for i in range(3)]
+    records = [{"key": seed, "run": f"runs/{seed}"}, *tries]  # the seed ran before tuning, in its own folder
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    drop_stale(grid, [(seed, ["temperature"]), (f"{seed}/tune1", ["epochs"])])  # and one try is stale too
+    assert list(read_results(tmp_path)) == [f"{seed}/tune0", f"{seed}/tune2"]
+    assert [(run / t / "model.safetensors").read_text() for t in ("tune0", "tune2")] == ["tune0", "tune2"]
+    aside = tmp_path / "stale" / seed
+    assert (aside / "model.safetensors").read_text() == "seed" and not (run / "model.safetensors").exists()
+    assert (aside / "tune1" / "model.safetensors").read_text() == "tune1" and not (run / "tune1").exists()
+    assert not (aside / "tune0").exists() and not (aside / "tune2").exists()
+
+
 def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tmp_path):
     out, _ = grid_out
     page = tmp_path / "docs" / "results.md"  # a folder that does not exist yet
@@ -386,8 +409,11 @@ def test_tuning_reuses_the_run_at_the_default_setting_and_fixes_the_seeds(grid_o
     line = grid_lines(read_grids(out)[-1:], read_results(out))[0]
     assert retuned == ("1 of them ran with settings the grid has since changed" in line)
     assert cli_main(*args, "--tune", "--rerun-stale") == 0
-    first = read_results(out)["rte/layers-1/kd/seed42"]
+    recs = read_results(out)
+    first = recs["rte/layers-1/kd/seed42"]
     assert first["options"]["temperature"] == best["options"]["temperature"]
+    # every record still points at a finished run: setting the seed aside left its tuning tries in place
+    assert all((out / recs[t["key"]]["run"] / "model.safetensors").is_file() for t in (first, tries[0], tries[2]))
     if retuned:
         assert first["same_as"] == best["key"] and first["score"] == best["score"]
 
