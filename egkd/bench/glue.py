@@ -388,8 +388,11 @@ def drop_stale(grid: Grid, stale: list[tuple[str, list[str]]]) -> None:
             except json.JSONDecodeError:
                 keep.append(line)
                 continue
-            (moved if rec.get("key") in keys else keep).append(line)
-            if rec.get("key") not in keys and rec.get("run"):
+            if rec.get("key") in keys:
+                moved.append(line)
+                continue
+            keep.append(line)
+            if rec.get("run"):
                 kept_runs.add(grid.out / rec["run"])
         with (grid.out / "stale.jsonl").open("a") as f:
             f.writelines(m + "\n" for m in moved)
