@@ -59,11 +59,24 @@ def from_line(line: str) -> dict[str, Any]:
     return rec
 
 
+def cpu_model() -> str:
+    """The CPU's model name: per-epoch seconds of runs on two machines are comparable only if this matches
+    (``platform.processor()`` is empty on Linux; two sessions here measured the same units 1.6-1.9x apart)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "gpu": gpu,
+    return {"host": platform.node(), "cpu": cpu_model(), "gpu": gpu,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 

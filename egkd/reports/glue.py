@@ -129,17 +129,21 @@ def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
     """Seconds per epoch over KD's, and which seconds: the process's CPU seconds wherever both groups have runs
     that recorded them on a CPU (only those runs count then), since a CPU grid runs several units at once and their
     wall times measure the crowding as much as the method; wall seconds of every run otherwise (older records,
-    GPUs)."""
-    def on_cpu(runs: Group) -> list[float]:
-        return [r["cpu_seconds_per_epoch"] for r in runs
+    GPUs). CPU seconds are compared seed by seed where both groups have the same seeds: a grid runs a seed of
+    every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of another's."""
+    def on_cpu(runs: Group) -> list[tuple[Any, float]]:
+        return [(r.get("seed"), r["cpu_seconds_per_epoch"]) for r in runs
                 if r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")]
 
     mine, base = on_cpu(group), on_cpu(kd or [])
-    basis = "CPU"
-    if not (mine and base):
-        mine, base, basis = [r["seconds_per_epoch"] for r in group], [r["seconds_per_epoch"] for r in kd or []], "wall"
-    mine_mean, base_mean = _mean(mine), _mean(base)
-    return (None if mine_mean is None or not base_mean else mine_mean / base_mean), basis
+    if mine and base:
+        base_by_seed = {seed: s for seed, s in base if seed is not None}
+        paired = [(s, base_by_seed[seed]) for seed, s in mine if seed in base_by_seed]
+        if paired:
+            return sum(s for s, _ in paired) / sum(b for _, b in paired), "CPU"
+        return statistics.fmean(s for _, s in mine) / statistics.fmean(s for _, s in base), "CPU"
+    wall, wall_kd = _mean([r["seconds_per_epoch"] for r in group]), _mean([r["seconds_per_epoch"] for r in kd or []])
+    return (None if wall is None or not wall_kd else wall / wall_kd), "wall"
 
 
 def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,

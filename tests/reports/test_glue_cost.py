@@ -1,6 +1,7 @@
 """The task tables' training cost: per-epoch seconds over KD's, from the process's CPU seconds of the runs that
 recorded them on a CPU wherever both methods have such runs (several units share a CPU machine's cores, which
-inflates wall times), else from the wall seconds of every run."""
+inflates wall times), else from the wall seconds of every run; seed by seed where both methods ran the same seeds,
+since the seeds of one grid session share a machine and another session's may not."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from egkd.reports.glue import _cost_ratio
 
 
-def _run(wall: float, cpu: float | None = None, gpu: str | None = None) -> dict:
-    rec = {"seconds_per_epoch": wall, "machine": {"gpu": gpu}}
+def _run(wall: float, cpu: float | None = None, gpu: str | None = None, seed: int | None = None) -> dict:
+    rec = {"seconds_per_epoch": wall, "machine": {"gpu": gpu}, "seed": seed}
     if cpu is not None:
         rec["cpu_seconds_per_epoch"] = cpu
     return rec
@@ -28,6 +29,16 @@ def test_only_the_runs_with_cpu_seconds_count_when_both_methods_have_some():
     egkd = [_run(400), _run(300), _run(150, 140)]
     kd = [_run(90), _run(200), _run(110, 100)]
     assert _cost_ratio(egkd, kd) == (pytest.approx(1.4), "CPU")
+
+
+def test_cpu_seconds_are_paired_by_seed_across_machines():
+    # seed 1 of both methods on a fast machine, seeds 2-3 on one twice as slow; the method has no seed 3:
+    # the ratio of means would mix machines (150 / 83.3 = 1.8), the seeds both ran give the method's 2.0x
+    egkd = [_run(100, 100, seed=1), _run(200, 200, seed=2)]
+    kd = [_run(50, 50, seed=1), _run(100, 100, seed=2), _run(100, 100, seed=3)]
+    assert _cost_ratio(egkd, kd) == (pytest.approx(2.0), "CPU")
+    # no seed in common: every CPU run of each counts
+    assert _cost_ratio([_run(140, 140, seed=5)], kd) == (pytest.approx(140 / (250 / 3)), "CPU")
 
 
 def test_wall_seconds_when_either_method_has_no_cpu_run():
