@@ -129,8 +129,9 @@ def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
     """Seconds per epoch over KD's, and which seconds: the process's CPU seconds wherever both groups have runs
     that recorded them on a CPU (only those runs count then), since a CPU grid runs several units at once and their
     wall times measure the crowding as much as the method; wall seconds of every run otherwise (older records,
-    GPUs). CPU seconds are compared seed by seed where both groups have the same seeds: a grid runs a seed of
-    every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of another's."""
+    GPUs). CPU seconds are compared over the seeds both groups ran, where they share any (a grid runs a seed of
+    every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of
+    another's); over all their CPU runs otherwise."""
     def on_cpu(runs: Group) -> list[tuple[Any, float]]:
         return [(r.get("seed"), r["cpu_seconds_per_epoch"]) for r in runs
                 if r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")]
