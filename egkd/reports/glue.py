@@ -104,11 +104,17 @@ class DevLabels:
         return np.asarray([by_idx[i] for i in idx])
 
 
+def seed_pairs(group: Group, baseline: Group) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each run of ``group`` beside the baseline's run of the same seed, for the seeds both ran: paired comparisons
+    (bootstrap, cost) set a method's seed against KD's, trained on the same data order in the same grid session."""
+    base = {r["seed"]: r for r in baseline if r.get("seed") is not None}
+    return [(r, base[r["seed"]]) for r in group if r.get("seed") in base]
+
+
 def versus(group: Group, baseline: Group, metric: str, labels_of: DevLabels,
            n_resamples: int = 2000) -> Difference | None:
     """Paired bootstrap of ``metric``: group minus baseline over the seeds both ran, examples aligned by idx."""
-    base = {r["seed"]: r for r in baseline}
-    pairs = [(r, base[r["seed"]]) for r in group if r["seed"] in base]
+    pairs = seed_pairs(group, baseline)
     if not pairs:
         return None
     idx = pairs[0][1]["idx"]
@@ -132,17 +138,17 @@ def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
     GPUs). CPU seconds are compared over the seeds both groups ran, where they share any (a grid runs a seed of
     every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of
     another's); over all their CPU runs otherwise."""
-    def on_cpu(runs: Group) -> list[tuple[Any, float]]:
-        return [(r.get("seed"), r["cpu_seconds_per_epoch"]) for r in runs
-                if r.get("cpu_seconds_per_epoch") and not r.get("machine", {}).get("gpu")]
+    cpu = "cpu_seconds_per_epoch"
+
+    def on_cpu(runs: Group) -> Group:
+        return [r for r in runs if r.get(cpu) and not r.get("machine", {}).get("gpu")]
 
     mine, base = on_cpu(group), on_cpu(kd or [])
     if mine and base:
-        base_by_seed = {seed: s for seed, s in base if seed is not None}
-        paired = [(s, base_by_seed[seed]) for seed, s in mine if seed in base_by_seed]
-        if paired:
-            return sum(s for s, _ in paired) / sum(b for _, b in paired), "CPU"
-        return statistics.fmean(s for _, s in mine) / statistics.fmean(s for _, s in base), "CPU"
+        pairs = seed_pairs(mine, base)
+        if pairs:
+            return sum(r[cpu] for r, _ in pairs) / sum(k[cpu] for _, k in pairs), "CPU"
+        return statistics.fmean(r[cpu] for r in mine) / statistics.fmean(r[cpu] for r in base), "CPU"
     wall, wall_kd = _mean([r["seconds_per_epoch"] for r in group]), _mean([r["seconds_per_epoch"] for r in kd or []])
     return (None if wall is None or not wall_kd else wall / wall_kd), "wall"
 
