@@ -338,6 +338,14 @@ def unfinished(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> bool:
     return unit.key not in done or teacher_gone(grid, done, unit)
 
 
+def finished_since(grid: Grid, units: list[Unit], busy: set[str]) -> set[str]:
+    """The units in ``busy`` (skipped: another process held them) that are finished now. Being recorded is not
+    enough: a teacher trained again because its folder was gone is recorded all along (a second process that
+    took the record for "finished" started over at once, again and again, while the first one trained it)."""
+    done = read_results(grid.out)
+    return {u.key for u in units if u.key in busy and not unfinished(grid, done, u)}
+
+
 def check_rebuilt_teacher(grid: Grid, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Students of one task must all learn from one teacher: a rebuilt teacher is used only if it reproduces the
     recorded one's dev predictions (same seed and settings on a CPU); else it is set aside (``stale/``) so that
@@ -571,7 +579,7 @@ def run_pass(grid: Grid, pending: list[Unit], deadline: float | None, keep_going
             return busy, True
         if unit in failed or unit.task in {u.task for u in failed if u.student is None}:
             continue  # failed in this process already; no teacher, no students
-        freed = busy & set(read_results(grid.out)) if busy else set()
+        freed = finished_since(grid, pending, busy) if busy else set()
         if freed and start_over:
             return busy, False
         blocker = next((k for k in prerequisites(grid, unit) if k in busy - freed), None)
@@ -619,7 +627,7 @@ def wait_for_others(grid: Grid, units: list[Unit], busy: set[str], deadline: flo
     """Sleep until a unit another process holds is let go (finished, or its process died: then this one resumes
     it). Returns False when ``deadline`` comes first. Returns at once when a unit that this pass skipped has
     finished meanwhile: what waited for it (a tuned method's seeds) can run now, not after the others."""
-    if busy & set(read_results(grid.out)):
+    if finished_since(grid, units, busy):
         return True
     held = [u for u in units if u.key in busy and running_elsewhere(grid.out, u)]
     if held:

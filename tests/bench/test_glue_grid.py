@@ -592,6 +592,35 @@ def test_waiting_ends_at_once_when_a_skipped_unit_has_finished_meanwhile(grid_ou
     assert glue.wait_for_others(grid, units, {units[1].key, units[-1].key}, 0.0, poll=30) is False
 
 
+def test_a_teacher_trained_again_elsewhere_is_waited_for_although_it_is_recorded(grid_out, tmp_path, monkeypatch):
+    """On a fresh machine a teacher is recorded but its folder is gone; while another process trains it again, a
+    second process must wait for it, not take the record for "finished" and start over at once, forever."""
+    import shutil
+
+    from egkd.bench import glue
+
+    out = tmp_path / "results"
+    shutil.copytree(grid_out[0], out)
+    grid = read_grids(out)[-1]
+    grid.out = out
+    units = list(grid.units())
+    teacher = next(u for u in units if u.student is None)
+    aside = tmp_path / "teacher-aside"
+    shutil.move(teacher.run_dir(out), aside)
+    assert teacher.key in read_results(out) and glue.finished_since(grid, units, {teacher.key}) == set()
+    naps = []
+
+    def nap(seconds):  # meanwhile the other process finishes the teacher and lets go of it
+        naps.append(seconds)
+        shutil.move(aside, teacher.run_dir(out))
+
+    monkeypatch.setattr(glue, "running_elsewhere", lambda out, unit: unit.key == teacher.key and not naps)
+    monkeypatch.setattr(glue.time, "sleep", nap)
+    assert glue.wait_for_others(grid, units, {teacher.key}, None, poll=30) is True
+    assert naps == [30]  # it waited for the teacher instead of returning at once
+    assert glue.finished_since(grid, units, {teacher.key}) == {teacher.key}
+
+
 def test_protocol_states_the_learning_rate_a_grid_was_run_with(tmp_path):
     from egkd.bench.glue import record_grid
     from egkd.reports.glue import protocol
