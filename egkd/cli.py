@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from egkd.allocator import tune_malloc
 from egkd.config import REFERENCE_MODEL, RunConfig
 from egkd.errors import EgkdError
 
@@ -372,6 +373,7 @@ def bench_glue(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
+    tune_malloc()  # big tensor buffers stay in the heap between steps instead of faulting in again each step
     try:
         app(args=argv, standalone_mode=True)
     except EgkdError as e:
