@@ -135,9 +135,9 @@ def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
     """Seconds per epoch over KD's, and which seconds: the process's CPU seconds wherever both groups have runs
     that recorded them on a CPU (only those runs count then), since a CPU grid runs several units at once and their
     wall times measure the crowding as much as the method; wall seconds of every run otherwise (older records,
-    GPUs). CPU seconds are compared over the seeds both groups ran, where they share any (a grid runs a seed of
-    every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of
-    another's); over all their CPU runs otherwise."""
+    GPUs). Either way the seconds are compared over the seeds both groups ran, where they share any (a grid runs a
+    seed of every method in one session, on one machine, and one session's epochs took 1.6-1.9x the CPU seconds of
+    another's); over all their runs otherwise."""
     cpu = "cpu_seconds_per_epoch"
 
     def on_cpu(runs: Group) -> Group:
@@ -145,12 +145,18 @@ def _cost_ratio(group: Group, kd: Group | None) -> tuple[float | None, str]:
 
     mine, base = on_cpu(group), on_cpu(kd or [])
     if mine and base:
-        pairs = seed_pairs(mine, base)
-        if pairs:
-            return sum(r[cpu] for r, _ in pairs) / sum(k[cpu] for _, k in pairs), "CPU"
-        return statistics.fmean(r[cpu] for r in mine) / statistics.fmean(r[cpu] for r in base), "CPU"
-    wall, wall_kd = _mean([r["seconds_per_epoch"] for r in group]), _mean([r["seconds_per_epoch"] for r in kd or []])
-    return (None if wall is None or not wall_kd else wall / wall_kd), "wall"
+        return _paired_ratio(mine, base, cpu), "CPU"
+    wall = "seconds_per_epoch"
+    mine, base = [r for r in group if r.get(wall)], [r for r in kd or [] if r.get(wall)]
+    return (_paired_ratio(mine, base, wall) if mine and base else None), "wall"
+
+
+def _paired_ratio(runs: Group, baseline: Group, field: str) -> float:
+    """``field`` of ``runs`` over the baseline's: summed over the seeds both ran, or the means where they share none."""
+    pairs = seed_pairs(runs, baseline)
+    if pairs:
+        return sum(r[field] for r, _ in pairs) / sum(k[field] for _, k in pairs)
+    return statistics.fmean(r[field] for r in runs) / statistics.fmean(k[field] for k in baseline)
 
 
 def task_rows(task: str, teacher: dict | None, groups: dict[tuple[str, str, str], Group], labels_of: DevLabels,

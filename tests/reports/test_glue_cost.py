@@ -49,6 +49,13 @@ def test_wall_seconds_when_either_method_has_no_cpu_run():
     assert _cost_ratio([_run(10, 9)], None)[0] is None  # no KD runs: no ratio
 
 
+def test_wall_seconds_are_paired_by_seed_too():
+    # an older method run (wall seconds only) beside KD's seed of its session and a later KD seed on a slower
+    # machine: the seed both ran gives 3.0x, the means would give 300 / 150 = 2.0x
+    kd = [_run(100, seed=42), _run(200, 190, seed=46)]
+    assert _cost_ratio([_run(300, seed=42)], kd) == (pytest.approx(3.0), "wall")
+
+
 def test_cost_target_line_names_the_families_within_and_past_it():
     from egkd.reports.glue import cost_line
 
