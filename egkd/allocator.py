@@ -5,10 +5,10 @@ unmaps it on ``free``. Integrated gradients push all their path points through t
 32 at 8 steps and 128 tokens is a 200 MiB feed-forward activation), so every batch maps such buffers afresh and
 faults their pages in again. Building RTE's IG teacher cache, glibc's defaults spent 56 of 205 CPU seconds in
 the kernel and faulted in 87 GiB; with both thresholds raised, 7 s and 6 GiB, and the build took 0.76x the time
-(measurements section 25, ``scripts/cache_build_bench.py ... --malloc``). Training steps, whose buffers stay
-below the threshold glibc adapts to, change little (the IG variant's step 0.96x, KD's and gxi's the same).
-The cost: the process keeps its peak heap instead of returning it, and a training run reaches that peak again
-at every step anyway.
+(the perturbation cache's 0.81x; measurements section 25, ``scripts/cache_build_bench.py ... --malloc``).
+Training steps and the gradient x input cache, whose buffers stay below the threshold glibc adapts to, change
+little (the IG variant's step 0.96x; KD's, the gxi family's and the gxi cache the same). The cost: the process
+keeps its peak heap instead of returning it, and a training run reaches that peak again at every step anyway.
 
 The CLI calls :func:`tune_malloc` once at start; a library user may call it too. ``GLIBC_TUNABLES`` (glibc's own
 switch, read at process start) says the user chose the allocator's settings: they are left alone then.
