@@ -373,7 +373,7 @@ def bench_glue(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
-    tune_malloc()  # big tensor buffers stay in the heap between steps instead of faulting in again each step
+    tune_malloc()  # IG and occlusion caches: big buffers stay in the heap between batches, not faulted in anew
     try:
         app(args=argv, standalone_mode=True)
     except EgkdError as e:
