@@ -695,9 +695,9 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                  "(docs/measurements.md, sections 16-17). Train cost vs "
                  "KD: seconds per epoch of these runs over KD's, teacher caches excluded: the process's CPU seconds "
                  "from the runs of both that recorded them on a CPU, wherever each has some (marked `(CPU)`; they do "
-                 "not grow when other units share the cores; seed by seed where both ran the same seeds, since the "
-                 "seeds of one grid session share a machine and two sessions' machines differed by up to 1.9x), else "
-                 "wall seconds, which on a shared machine are noisy; "
+                 "not grow when other units share the cores), else wall seconds, which on a shared machine are noisy; "
+                 "either way seed by seed where both ran the same seeds, since the seeds of one grid session share a "
+                 "machine and two sessions' machines differed by up to 1.9x; "
                  "`egkd bench cost` measures the same ratio on identical batches in one process.\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
