@@ -52,10 +52,11 @@ print(json.dumps({**entry.info(), "user": after.ru_utime - before.ru_utime, "sys
 
 def build(args: list[str], mallocs: list[str], shared: bool) -> tuple[float, list[dict]]:
     """(wall seconds, each run's info) with one run per entry of ``mallocs`` at once: ``egkd`` tunes glibc's
-    allocator, ``default`` leaves it (``GLIBC_TUNABLES`` set, so egkd keeps its hands off too); ``shared``: one
-    cache folder for all runs (they split the shards), else a folder each (each builds the whole entry)."""
+    allocator as the CLI does by default (a ``GLIBC_TUNABLES`` of the caller's is dropped: it would make egkd keep
+    its hands off), ``default`` leaves it (``GLIBC_TUNABLES`` set empty); ``shared``: one cache folder for all
+    runs (they split the shards), else a folder each (each builds the whole entry)."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, "OMP_NUM_THREADS": "1"}
         start = time.perf_counter()
         procs = []
         for i, malloc in enumerate(mallocs):
