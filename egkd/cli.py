@@ -312,6 +312,9 @@ def bench_glue(
     out: Annotated[Path, typer.Option(help="results folder: results.jsonl, runs/, teachers/")] = Path("results"),
     tune: Annotated[bool, typer.Option(help="tune each method's weight (KD: temperature; alpha on STS-B) on dev "
                                         "with the first seed")] = False,
+    tune_alpha: Annotated[bool, typer.Option(help="with --tune: cross each method's three tries with KD's weight "
+                                              "alpha (0.5, 0.9, 1.0): nine tries each (KD on STS-B: alpha x "
+                                              "learning rate; ft: learning rate x weight decay)")] = False,
     teachers: Annotated[str, typer.Option(help="existing teacher runs, task=DIR,... (default: trained here)")] = "",
     data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
     max_hours: Annotated[float | None, typer.Option(help="start no new unit after this many hours")] = None,
@@ -359,7 +362,8 @@ def bench_glue(
                 students=split_students(students), seeds={t: per_task.get(t, default) for t in task_list},
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
-                max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate)
+                max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate,
+                tune_alpha=tune_alpha)
     if rescore:
         rescore_grid(grid, explainer=rescore_explainer)
         print(f"render with: egkd report {out} --out docs/results.md")

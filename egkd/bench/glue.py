@@ -123,7 +123,7 @@ def teacher_unit(task: str) -> Unit:
 
 # what defines a grid (kept in grids.json); data_dir and teachers only say where things are
 GRID_FIELDS = ("tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
-               "max_eval_examples", "explain_examples", "teacher_model", "learning_rate")
+               "max_eval_examples", "explain_examples", "teacher_model", "learning_rate", "tune_alpha")
 
 
 @dataclass
@@ -145,6 +145,7 @@ class Grid:
     max_eval_examples: int | None = None  # first N dev examples only (quick trials; tests)
     teacher_model: str = TEACHER_MODEL
     learning_rate: float | None = None  # every student's (the teacher's stays 5e-5); ft's tuning tries set their own
+    tune_alpha: bool = False  # --tune-alpha: nine tuning tries per method (its own three x KD's alpha)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_PLAN]
@@ -156,6 +157,8 @@ class Grid:
             raise EgkdError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_OPTIONS)}")
         if not self.students:
             raise EgkdError("--students is empty: give at least one, e.g. layers:1,3,5")
+        if self.tune_alpha and not self.tune:
+            raise EgkdError("--tune-alpha widens --tune's tries: add --tune")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise EgkdError(f"--learning-rate must be positive, got {self.learning_rate:g}")
         self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
@@ -167,7 +170,7 @@ class Grid:
             pairs = [(s, m) for s in self.students for m in self.methods if pairs_with(s, m)]
             if self.tune:
                 for student, method in pairs:
-                    for i in range(len(tuning_grid(task, method, student))):
+                    for i in range(len(self.tries(task, method, student))):
                         yield Unit(task, student, method, FIRST_SEED, setting=i)
             for s in range(self.seeds.get(task, 1)):
                 for student, method in pairs:
@@ -195,9 +198,13 @@ class Grid:
         if self.learning_rate is not None:
             opts["learning_rate"] = self.learning_rate
         if unit.setting is not None:
-            setting = tuning_grid(unit.task, unit.method, unit.student)[unit.setting]
+            setting = self.tries(unit.task, unit.method, unit.student)[unit.setting]
         opts.update(setting or {})
         return opts
+
+    def tries(self, task: str, method: str, student: str) -> list[dict[str, Any]]:
+        """The tuning settings of ``method`` for ``student`` on ``task`` (with ``--tune-alpha``, nine)."""
+        return tuning_grid(task, method, student, with_alpha=self.tune_alpha)
 
     def teacher_dir(self, task: str) -> str:
         return self.teachers.get(task) or str(teacher_unit(task).run_dir(self.out))
@@ -217,7 +224,8 @@ class Grid:
                  "--max-train-examples": self.max_train_examples, "--epochs": self.epochs,
                  "--max-seq-length": self.max_seq_length, "--max-eval-examples": self.max_eval_examples}
         line = (f"egkd bench glue --tasks {','.join(self.tasks)} --methods {','.join(self.methods)} "
-                f"--students '{';'.join(self.students)}' --seeds {seeds}" + (" --tune" if self.tune else ""))
+                f"--students '{';'.join(self.students)}' --seeds {seeds}" + (" --tune" if self.tune else "")
+                + (" --tune-alpha" if self.tune_alpha else ""))
         if self.teacher_model != TEACHER_MODEL:
             line += f" --teacher-model {self.teacher_model}"
         if self.explain_examples != EXPLAIN_EXAMPLES:
@@ -244,6 +252,22 @@ def record_grid(grid: Grid) -> None:
             (grid.out / "grids.json").write_text(json.dumps(known, indent=2))
 
 
+def check_tuning_agrees(grid: Grid) -> None:
+    """Refuse a grid whose tuning tries would be other settings under the same unit keys than those of a grid
+    already run into its folder (``--tune`` with and without ``--tune-alpha``): each would take the other's
+    tries for its own."""
+    if not grid.tune:
+        return
+    ours = {(t, s, m) for t in grid.tasks for s in grid.students for m in grid.methods}
+    for other in read_grids(grid.out):
+        shared = ours & {(t, s, m) for t in other.tasks for s in other.students for m in other.methods}
+        if other.tune and other.tune_alpha != grid.tune_alpha and shared:
+            task, student, method = sorted(shared)[0]
+            raise EgkdError(f"{grid.out} holds a grid tuned {'without' if grid.tune_alpha else 'with'} --tune-alpha "
+                            f"({task}, {student}, {method}): give this grid its own --out (--teachers can share the "
+                            "teachers)")
+
+
 def unit_lock(out: Path, unit: Unit) -> AbstractContextManager[bool]:
     """Held by the process that runs ``unit``: a second process sharing ``out`` skips the unit instead of
     training it too (yields False there)."""
@@ -263,16 +287,16 @@ def chosen_settings(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit) -> 
     """
     if not grid.tune:
         return None
-    tries = [done.get(t.key) for t in tuning_tries(unit)]
+    tries = [done.get(t.key) for t in tuning_tries(grid, unit)]
     if any(t is None for t in tries):
         raise EgkdError(f"tuning of {unit.key} is not finished")
-    return tuning_grid(unit.task, unit.method, unit.student)[best_try(tries)["setting"]]  # type: ignore[arg-type]
+    return grid.tries(unit.task, unit.method, unit.student)[best_try(tries)["setting"]]  # type: ignore[arg-type]
 
 
-def tuning_tries(unit: Unit) -> list[Unit]:
+def tuning_tries(grid: Grid, unit: Unit) -> list[Unit]:
     """The first-seed tuning units whose best score decides ``unit``'s setting, in grid order."""
     return [Unit(unit.task, unit.student, unit.method, FIRST_SEED, setting=i)
-            for i in range(len(tuning_grid(unit.task, unit.method, unit.student)))]
+            for i in range(len(grid.tries(unit.task, unit.method, unit.student)))]
 
 
 def best_try(tries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -452,7 +476,7 @@ def finished_twin(grid: Grid, done: dict[str, dict[str, Any]], unit: Unit,
     the tuning budget saved, and the first seed free when the default wins)."""
     if unit.student is None or unit.seed != FIRST_SEED:
         return None
-    settings = [None, *range(len(tuning_grid(unit.task, unit.method, unit.student)))] if grid.tune else [None]
+    settings = [None, *range(len(grid.tries(unit.task, unit.method, unit.student)))] if grid.tune else [None]
     for setting in settings:
         rec = done.get(Unit(unit.task, unit.student, unit.method, unit.seed, setting).key)
         if setting != unit.setting and rec is not None and not differing(options, rec["options"]):
@@ -467,7 +491,7 @@ def prerequisites(grid: Grid, unit: Unit) -> list[str]:
         return []
     needs = [teacher_unit(unit.task).key]
     if grid.tune and unit.kind == "student":
-        needs += [t.key for t in tuning_tries(unit)]
+        needs += [t.key for t in tuning_tries(grid, unit)]
     return needs
 
 
@@ -733,6 +757,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
         key, differ = stale[0]
         raise EgkdError(f"{grid.out} already holds {len(stale)} unit(s) run with other settings (e.g. {key}: "
                         f"{', '.join(differ)}); rerun with that grid's flags, choose another --out, or --rerun-stale")
+    check_tuning_agrees(grid)
     record_grid(grid)
     deadline = None if max_hours is None else time.monotonic() + max_hours * 3600
     failed: list[Unit] = []

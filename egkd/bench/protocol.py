@@ -8,6 +8,8 @@ Tuning protocol (``--tune``): on the first seed, each method tries the same numb
 temperature does not enter, KD's weight alpha), or the learning rate for gold-label fine-tuning, at 0.5, 1 and
 2 times the student's own rate); the setting with the best dev score is fixed for every seed of that (task,
 student, method). Dev is also where results are reported, so tuned numbers are optimistic for every method alike.
+With ``--tune-alpha`` every method tries nine settings instead: its three crossed with KD's weight alpha (see
+:data:`JOINT_ALPHAS`).
 """
 
 from __future__ import annotations
@@ -88,14 +90,29 @@ def ft_tries(student: str) -> list[dict[str, Any]]:
     return [{"learning_rate": float(f"{f * base:.3g}")} for f in FT_LEARNING_RATE_FACTORS]
 
 
-def tuning_grid(task: str, method: str, student: str) -> list[dict[str, Any]]:
-    """The ``--tune`` settings of ``method`` for ``student`` on ``task`` (the same number, three, for every
-    method)."""
-    if method == "kd" and get_task(task).is_regression:
-        return REGRESSION_KD_GRID
-    if method == "ft":
-        return ft_tries(student)
-    return TUNING_GRID[method]
+# ``--tune-alpha``: each method's three tries crossed with three values of KD's weight alpha, nine tries for every
+# method (alpha had as much effect as the explanation weight on STS-B: measurements, 25). Where alpha is already
+# the tuned setting (KD on a regression task) the student's learning rate at FT_LEARNING_RATE_FACTORS is the
+# second axis, and ft, which has no KD term, crosses its learning rate with the weight decay, so that no method
+# gets fewer tries than another.
+JOINT_ALPHAS = (0.5, 0.9, 1.0)
+FT_WEIGHT_DECAYS = (0.0, 0.01, 0.1)
+
+
+def tuning_grid(task: str, method: str, student: str, with_alpha: bool = False) -> list[dict[str, Any]]:
+    """The ``--tune`` settings of ``method`` for ``student`` on ``task``: the same number for every method (three;
+    nine ``with_alpha``, ``--tune-alpha``)."""
+    regression_kd = method == "kd" and get_task(task).is_regression
+    own = REGRESSION_KD_GRID if regression_kd else ft_tries(student) if method == "ft" else TUNING_GRID[method]
+    if not with_alpha:
+        return own
+    if regression_kd:
+        second = ft_tries(student)
+    elif method == "ft":
+        second = [{"weight_decay": w} for w in FT_WEIGHT_DECAYS]
+    else:
+        second = [{"alpha": a} for a in JOINT_ALPHAS]
+    return [{**o, **s} for o in own for s in second]
 
 
 def base_learning_rate(student: str) -> float:

@@ -20,6 +20,8 @@ import numpy as np
 from egkd.bench.glue import FIRST_SEED, best_try, differing, read_grids, stale_units
 from egkd.bench.protocol import (
     FT_LEARNING_RATE_FACTORS,
+    FT_WEIGHT_DECAYS,
+    JOINT_ALPHAS,
     REGRESSION_KD_GRID,
     TASK_PLAN,
     TUNING_GRID,
@@ -534,7 +536,7 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
     rows = []
     for (task, student, method), by_setting in sorted(tries.items(), key=lambda kv: (list(TASK_PLAN).index(
             kv[0][0]), kv[0][1], kv[0][2])):
-        grid = tuning_grid(task, method, student)
+        grid = tries_of(task, student, method, by_setting)
         # a try recorded with other settings than the grid's now (the grid changed) is not that setting's try
         # (in grid order: best_try breaks a tie by it, as the runner does)
         current = {i: by_setting[i] for i in sorted(by_setting)
@@ -553,6 +555,16 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
         rows.append([task, student, method, "; ".join(cells), fixed])
     return ["task", "student", "method", "dev score per setting (first seed; chosen in bold)",
             "seeds run at the chosen setting"], rows
+
+
+def tries_of(task: str, student: str, method: str, by_setting: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tuning settings these recorded tries were drawn from: ``--tune-alpha``'s nine where every try matches
+    them (a plain try never does: it keeps the default of the second knob that try 0 of the nine moves), else
+    ``--tune``'s three."""
+    wide = tuning_grid(task, method, student, with_alpha=True)
+    if all(i < len(wide) and not differing(wide[i], r["options"]) for i, r in by_setting.items()):
+        return wide
+    return tuning_grid(task, method, student)
 
 
 def plots(out: Path, tasks: list[str], stats: dict[str, dict[tuple[str, str], dict]],
@@ -634,6 +646,12 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
                      "have run at it).")
     else:
         lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")
+    if any(g.tune_alpha for g in grids):
+        lines.append("- With `--tune-alpha` (the grids below that say so) each method tried nine settings: its three "
+                     "crossed with the KD weight " + ", ".join(f"alpha={a}" for a in JOINT_ALPHAS)
+                     + "; KD on a regression task, whose three are alphas already, crossed them with "
+                     + ", ".join(f"{f:g}x" for f in FT_LEARNING_RATE_FACTORS) + " the student's learning rate, and ft "
+                     "its learning rates with weight_decay=" + ", ".join(f"{w:g}" for w in FT_WEIGHT_DECAYS) + ".")
     for root, folder_grids in folders.items():
         readme = root / "README.md"
         lines.append(f"\nGrids run into `{root}` (each resumes with the same command)"

@@ -12,12 +12,15 @@ from egkd.bench.glue import (
     Grid,
     Unit,
     check_finished_run,
+    check_tuning_agrees,
     chosen_settings,
     drop_stale,
     estimate,
     prerequisites,
     read_grids,
+    record_grid,
     recorded,
+    run_grid,
     split_students,
     stale_units,
     teacher_unit,
@@ -134,8 +137,54 @@ def test_kd_tunes_alpha_on_a_regression_task(tmp_path):
     assert sum(u.setting is not None for u in grid.units()) == 12
     # and the seeds follow the best try's alpha
     done = {u.key: {"setting": u.setting, "score": 80.0 + (u.setting == 2), "key": u.key}
-            for u in tuning_tries(Unit("stsb", "layers:1,3,5", "kd", 43))}
+            for u in tuning_tries(grid, Unit("stsb", "layers:1,3,5", "kd", 43))}
     assert chosen_settings(grid, done, Unit("stsb", "layers:1,3,5", "kd", 43)) == {"alpha": 1.0}
+
+
+def test_tune_alpha_gives_every_method_nine_tries_across_alpha(tmp_path):
+    """--tune-alpha crosses each method's own three tries with KD's weight alpha; where alpha is already KD's own
+    axis (regression) or absent (ft) another knob stands in, so that every method still gets nine distinct tries."""
+    methods = ["kd", "ft", "egkd-gradient-ig"]
+    grid = Grid(out=tmp_path, tasks=["stsb", "rte"], methods=methods, students=["layers:0,1,5"], seeds={"stsb": 2},
+                tune=True, tune_alpha=True)
+
+    def tries(task: str, method: str, keys: tuple[str, ...]) -> list[tuple]:
+        return [tuple(grid.options(Unit(task, "layers:0,1,5", method, 42, setting=i))[k] for k in keys)
+                for i in range(9)]
+
+    ig = tries("stsb", "egkd-gradient-ig", ("grad_weight", "alpha"))
+    assert ig == [(w, a) for w in (0.3, 1.0, 3.0) for a in (0.5, 0.9, 1.0)]
+    assert tries("rte", "kd", ("temperature", "alpha")) == [(t, a) for t in (1.0, 2.0, 4.0) for a in (0.5, 0.9, 1.0)]
+    assert tries("stsb", "kd", ("alpha", "learning_rate")) == [(a, lr) for a in (0.5, 0.9, 1.0)
+                                                               for lr in (5e-5, 1e-4, 2e-4)]
+    assert tries("stsb", "ft", ("learning_rate", "weight_decay")) == [(lr, wd) for lr in (5e-5, 1e-4, 2e-4)
+                                                                      for wd in (0.0, 0.01, 0.1)]
+    assert sum(u.kind == "tune" for u in grid.units()) == 2 * 3 * 9
+    # a seed waits for all nine of its tries and takes the best one's setting
+    seed = Unit("stsb", "layers:0,1,5", "egkd-gradient-ig", 43)
+    assert len(prerequisites(grid, seed)) == 1 + 9
+    done = {u.key: {"setting": u.setting, "score": 80.0 + (u.setting == 1), "key": u.key}
+            for u in tuning_tries(grid, seed)}
+    assert chosen_settings(grid, done, seed) == {"grad_weight": 0.3, "alpha": 0.9}
+    # the command that resumes the grid keeps the flag, and so does the grid's description
+    assert " --tune --tune-alpha " in grid.command()
+    assert Grid.from_description(tmp_path, grid.describe()).tune_alpha
+    with pytest.raises(EgkdError, match="add --tune"):
+        Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={}, tune_alpha=True)
+
+
+def test_grids_tuned_with_and_without_tune_alpha_do_not_share_a_folder(tmp_path):
+    """Their tries share unit keys (seed42/tune0 ...) but not settings: each would take the other's for its own."""
+    plain = Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 1}, tune=True)
+    record_grid(plain)
+    wide = Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 1}, tune=True,
+                tune_alpha=True)
+    with pytest.raises(EgkdError, match="tuned without --tune-alpha .*its own --out"):
+        run_grid(wide)
+    assert [g.tune_alpha for g in read_grids(tmp_path)] == [False]  # refused before it was recorded
+    # another student or method shares no unit with it: allowed beside it
+    check_tuning_agrees(Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:2"], seeds={"rte": 1},
+                             tune=True, tune_alpha=True))
 
 
 def test_dry_run_estimates_the_training_left_from_units_like_it(tmp_path):
@@ -447,6 +496,14 @@ def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
             for k, r in records.items()}
     assert tuning_rows(stsb)[1][0][3:] == ["alpha=0.5: not run (stale try); alpha=0.9: 54.00; alpha=1.0: not run",
                                            "-"]
+    # --tune-alpha's nine tries are read as the nine (temperature x alpha), the winner marked among them
+    wide = {}
+    for i, (t, a) in enumerate((t, a) for t in (1.0, 2.0, 4.0) for a in (0.5, 0.9, 1.0)):
+        key, r = rec("tune", 42, i, 50.0 + i % 4, t)
+        wide[key] = {**r, "options": {"temperature": t, "alpha": a}}
+    cells = tuning_rows(wide)[1][0][3].split("; ")
+    assert len(cells) == 9 and cells[1] == "temperature=1.0, alpha=0.9: 51.00"
+    assert [c for c in cells if c.startswith("**")] == ["**temperature=2.0, alpha=0.5: 53.00**"]  # 3 and 7 tie
 
 
 def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out, tmp_path, capsys):
@@ -487,8 +544,6 @@ def test_a_process_waits_for_units_another_holds_then_finishes_the_grid(grid_out
     import shutil
     import threading
     import time
-
-    from egkd.bench.glue import run_grid
 
     out = tmp_path / "results"
     shutil.copytree(grid_out[0], out)
