@@ -740,6 +740,7 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
     back (a tuned grid's seeds wait for their tuning tries), so two processes started on one command both
     work until the grid is done.
     """
+    check_tuning_agrees(grid)  # before the stale check, whose --rerun-stale would set the other grid's tries aside
     grid.out.mkdir(parents=True, exist_ok=True)
     done = read_results(grid.out)
     units = list(grid.units())
@@ -757,7 +758,6 @@ def run_grid(grid: Grid, max_hours: float | None = None, dry_run: bool = False, 
         key, differ = stale[0]
         raise EgkdError(f"{grid.out} already holds {len(stale)} unit(s) run with other settings (e.g. {key}: "
                         f"{', '.join(differ)}); rerun with that grid's flags, choose another --out, or --rerun-stale")
-    check_tuning_agrees(grid)
     record_grid(grid)
     deadline = None if max_hours is None else time.monotonic() + max_hours * 3600
     failed: list[Unit] = []

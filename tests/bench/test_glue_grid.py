@@ -179,9 +179,12 @@ def test_grids_tuned_with_and_without_tune_alpha_do_not_share_a_folder(tmp_path)
     record_grid(plain)
     wide = Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={"rte": 1}, tune=True,
                 tune_alpha=True)
+    tried = Unit("rte", "layers:1", "kd", 42, setting=0)  # the plain grid's first try, finished
+    append_record(tmp_path, {"key": tried.key, "kind": "tune", "setting": 0, "options": plain.options(tried)})
     with pytest.raises(EgkdError, match="tuned without --tune-alpha .*its own --out"):
-        run_grid(wide)
-    assert [g.tune_alpha for g in read_grids(tmp_path)] == [False]  # refused before it was recorded
+        run_grid(wide, rerun_stale=True)  # refused before --rerun-stale could set the plain grid's try aside
+    assert list(read_results(tmp_path)) == [tried.key]
+    assert [g.tune_alpha for g in read_grids(tmp_path)] == [False]  # and before it was recorded
     # another student or method shares no unit with it: allowed beside it
     check_tuning_agrees(Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:2"], seeds={"rte": 1},
                              tune=True, tune_alpha=True))
