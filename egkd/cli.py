@@ -315,6 +315,9 @@ def bench_glue(
     tune_alpha: Annotated[bool, typer.Option(help="with --tune: cross each method's three tries with KD's weight "
                                               "alpha (0.5, 0.9, 1.0): nine tries each (KD on STS-B: alpha x "
                                               "learning rate; ft: learning rate x weight decay)")] = False,
+    tune_lr: Annotated[bool, typer.Option(help="with --tune: cross each method's three tries with the student's "
+                                           "learning rate (0.5, 1, 2x): nine tries each (KD on STS-B: alpha x "
+                                           "learning rate; ft: learning rate x weight decay)")] = False,
     teachers: Annotated[str, typer.Option(help="existing teacher runs, task=DIR,... (default: trained here)")] = "",
     data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"])] = None,
     max_hours: Annotated[float | None, typer.Option(help="start no new unit after this many hours")] = None,
@@ -363,7 +366,7 @@ def bench_glue(
                 tune=tune, data_dir=data_dir, teachers=team, explain_examples=explain_examples,
                 max_train_examples=max_train_examples, epochs=epochs, teacher_model=teacher_model,
                 max_seq_length=max_seq_length, max_eval_examples=max_eval_examples, learning_rate=learning_rate,
-                tune_alpha=tune_alpha)
+                tune_alpha=tune_alpha, tune_lr=tune_lr)
     if rescore:
         rescore_grid(grid, explainer=rescore_explainer)
         print(f"render with: egkd report {out} --out docs/results.md")

@@ -123,7 +123,8 @@ def teacher_unit(task: str) -> Unit:
 
 # what defines a grid (kept in grids.json); data_dir and teachers only say where things are
 GRID_FIELDS = ("tasks", "methods", "students", "seeds", "tune", "max_train_examples", "epochs", "max_seq_length",
-               "max_eval_examples", "explain_examples", "teacher_model", "learning_rate", "tune_alpha")
+               "max_eval_examples", "explain_examples", "teacher_model", "learning_rate", "tune_alpha",
+               "tune_lr")
 
 
 @dataclass
@@ -146,6 +147,7 @@ class Grid:
     teacher_model: str = TEACHER_MODEL
     learning_rate: float | None = None  # every student's (the teacher's stays 5e-5); ft's tuning tries set their own
     tune_alpha: bool = False  # --tune-alpha: nine tuning tries per method (its own three x KD's alpha)
+    tune_lr: bool = False  # --tune-lr: nine tuning tries per method (its own three x the learning rate)
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASK_PLAN]
@@ -157,8 +159,11 @@ class Grid:
             raise EgkdError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHOD_OPTIONS)}")
         if not self.students:
             raise EgkdError("--students is empty: give at least one, e.g. layers:1,3,5")
-        if self.tune_alpha and not self.tune:
-            raise EgkdError("--tune-alpha widens --tune's tries: add --tune")
+        for flag, on in (("--tune-alpha", self.tune_alpha), ("--tune-lr", self.tune_lr)):
+            if on and not self.tune:
+                raise EgkdError(f"{flag} widens --tune's tries: add --tune")
+        if self.tune_alpha and self.tune_lr:
+            raise EgkdError("--tune-alpha and --tune-lr each give nine tries: choose one (one grid per --out)")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise EgkdError(f"--learning-rate must be positive, got {self.learning_rate:g}")
         self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
@@ -203,8 +208,19 @@ class Grid:
         return opts
 
     def tries(self, task: str, method: str, student: str) -> list[dict[str, Any]]:
-        """The tuning settings of ``method`` for ``student`` on ``task`` (with ``--tune-alpha``, nine)."""
-        return tuning_grid(task, method, student, with_alpha=self.tune_alpha)
+        """The tuning settings of ``method`` for ``student`` on ``task`` (with ``--tune-alpha`` or ``--tune-lr``,
+        nine)."""
+        return tuning_grid(task, method, student, second=self.second_axis)
+
+    @property
+    def second_axis(self) -> str | None:
+        """What ``--tune``'s tries are crossed with: ``alpha`` (``--tune-alpha``), ``lr`` (``--tune-lr``) or None."""
+        return "alpha" if self.tune_alpha else "lr" if self.tune_lr else None
+
+    def tuning_flags(self) -> str:
+        """The command-line flags that decide the tuning tries ('' without --tune)."""
+        return ((" --tune" if self.tune else "") + (" --tune-alpha" if self.tune_alpha else "")
+                + (" --tune-lr" if self.tune_lr else ""))
 
     def teacher_dir(self, task: str) -> str:
         return self.teachers.get(task) or str(teacher_unit(task).run_dir(self.out))
@@ -224,8 +240,7 @@ class Grid:
                  "--max-train-examples": self.max_train_examples, "--epochs": self.epochs,
                  "--max-seq-length": self.max_seq_length, "--max-eval-examples": self.max_eval_examples}
         line = (f"egkd bench glue --tasks {','.join(self.tasks)} --methods {','.join(self.methods)} "
-                f"--students '{';'.join(self.students)}' --seeds {seeds}" + (" --tune" if self.tune else "")
-                + (" --tune-alpha" if self.tune_alpha else ""))
+                f"--students '{';'.join(self.students)}' --seeds {seeds}" + self.tuning_flags())
         if self.teacher_model != TEACHER_MODEL:
             line += f" --teacher-model {self.teacher_model}"
         if self.explain_examples != EXPLAIN_EXAMPLES:
@@ -254,18 +269,20 @@ def record_grid(grid: Grid) -> None:
 
 def check_tuning_agrees(grid: Grid) -> None:
     """Refuse a grid whose tuning tries would be other settings under the same unit keys than those of a grid
-    already run into its folder (``--tune`` with and without ``--tune-alpha``): each would take the other's
-    tries for its own."""
+    already run into its folder (``--tune`` alone, with ``--tune-alpha`` or with ``--tune-lr``): each would take
+    the other's tries for its own. Where the tries are the same (KD on STS-B and ft under both wide flags) the
+    grids may share the folder, and their units."""
     if not grid.tune:
         return
     ours = {(t, s, m) for t in grid.tasks for s in grid.students for m in grid.methods}
     for other in read_grids(grid.out):
         shared = ours & {(t, s, m) for t in other.tasks for s in other.students for m in other.methods}
-        if other.tune and other.tune_alpha != grid.tune_alpha and shared:
-            task, student, method = sorted(shared)[0]
-            raise EgkdError(f"{grid.out} holds a grid tuned {'without' if grid.tune_alpha else 'with'} --tune-alpha "
-                            f"({task}, {student}, {method}): give this grid its own --out (--teachers can share the "
-                            "teachers)")
+        clash = sorted((t, s, m) for t, s, m in shared if other.tune and other.tries(t, m, s) != grid.tries(t, m, s))
+        if clash:
+            task, student, method = clash[0]
+            raise EgkdError(f"{grid.out} holds a grid run with {other.tuning_flags().strip()}, whose tries for "
+                            f"({task}, {student}, {method}) differ from this one's ({grid.tuning_flags().strip()}): "
+                            "give this grid its own --out (--teachers can share the teachers)")
 
 
 def unit_lock(out: Path, unit: Unit) -> AbstractContextManager[bool]:

@@ -23,6 +23,7 @@ from egkd.bench.protocol import (
     FT_WEIGHT_DECAYS,
     JOINT_ALPHAS,
     REGRESSION_KD_GRID,
+    SECOND_AXES,
     TASK_PLAN,
     TUNING_GRID,
     ft_tries,
@@ -558,12 +559,15 @@ def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[lis
 
 
 def tries_of(task: str, student: str, method: str, by_setting: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tuning settings these recorded tries were drawn from: ``--tune-alpha``'s nine where every try matches
-    them (a plain try never does: it keeps the default of the second knob that try 0 of the nine moves), else
-    ``--tune``'s three."""
-    wide = tuning_grid(task, method, student, with_alpha=True)
-    if all(i < len(wide) and not differing(wide[i], r["options"]) for i, r in by_setting.items()):
-        return wide
+    """The tuning settings these recorded tries were drawn from: ``--tune-alpha``'s or ``--tune-lr``'s nine where
+    every try matches them (a plain try never does: it keeps the default of the second knob that try 0 of the nine
+    moves), else ``--tune``'s three. The two wide grids agree only at the defaults of their second knob (tries 1, 4
+    and 7) and where they are the same grid (KD on a regression task, ft): a table whose finished tries are all
+    among those three reads as ``--tune-alpha``'s, with the right values at the tries that ran."""
+    for axis in SECOND_AXES:
+        wide = tuning_grid(task, method, student, second=axis)
+        if all(i < len(wide) and not differing(wide[i], r["options"]) for i, r in by_setting.items()):
+            return wide
     return tuning_grid(task, method, student)
 
 

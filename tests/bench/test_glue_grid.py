@@ -181,13 +181,58 @@ def test_grids_tuned_with_and_without_tune_alpha_do_not_share_a_folder(tmp_path)
                 tune_alpha=True)
     tried = Unit("rte", "layers:1", "kd", 42, setting=0)  # the plain grid's first try, finished
     append_record(tmp_path, {"key": tried.key, "kind": "tune", "setting": 0, "options": plain.options(tried)})
-    with pytest.raises(EgkdError, match="tuned without --tune-alpha .*its own --out"):
+    with pytest.raises(EgkdError, match=r"run with --tune, whose tries for \(rte, layers:1, kd\) differ from this "
+                                        r"one's \(--tune --tune-alpha\): give this grid its own --out"):
         run_grid(wide, rerun_stale=True)  # refused before --rerun-stale could set the plain grid's try aside
     assert list(read_results(tmp_path)) == [tried.key]
     assert [g.tune_alpha for g in read_grids(tmp_path)] == [False]  # and before it was recorded
     # another student or method shares no unit with it: allowed beside it
     check_tuning_agrees(Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:2"], seeds={"rte": 1},
                              tune=True, tune_alpha=True))
+
+
+def test_tune_lr_crosses_every_method_with_the_learning_rate_and_shares_a_folder_only_where_tries_agree(tmp_path):
+    """--tune-lr crosses each method's three tries with 0.5/1/2x the student's learning rate; KD on a regression
+    task (alpha x lr) and ft (lr x weight decay) get the same nine as under --tune-alpha, so those grids may share
+    a folder, and nothing else may."""
+    def grid(**flags) -> Grid:
+        return Grid(out=tmp_path, tasks=["stsb", "rte"], methods=["kd", "ft", "egkd-gradient-ig"],
+                    students=["layers:0,1,5"], seeds={"stsb": 1}, tune=True, **flags)
+
+    lr, alpha = grid(tune_lr=True), grid(tune_alpha=True)
+
+    def tries(g: Grid, task: str, method: str, keys: tuple[str, ...]) -> list[tuple]:
+        return [tuple(g.options(Unit(task, "layers:0,1,5", method, 42, setting=i))[k] for k in keys)
+                for i in range(9)]
+
+    rates = (5e-5, 1e-4, 2e-4)
+    assert tries(lr, "stsb", "egkd-gradient-ig", ("grad_weight", "learning_rate", "alpha")) == [
+        (w, r, 0.9) for w in (0.3, 1.0, 3.0) for r in rates]
+    assert tries(lr, "rte", "kd", ("temperature", "learning_rate", "alpha")) == [
+        (t, r, 0.9) for t in (1.0, 2.0, 4.0) for r in rates]
+    for task, method in (("stsb", "kd"), ("rte", "ft"), ("stsb", "ft")):
+        assert lr.tries(task, method, "layers:0,1,5") == alpha.tries(task, method, "layers:0,1,5")
+    assert lr.tries("rte", "kd", "layers:0,1,5") != alpha.tries("rte", "kd", "layers:0,1,5")
+    assert " --tune --tune-lr " in lr.command()
+    assert Grid.from_description(tmp_path, lr.describe()).second_axis == "lr"
+    with pytest.raises(EgkdError, match="choose one"):
+        grid(tune_lr=True, tune_alpha=True)
+    with pytest.raises(EgkdError, match="--tune-lr widens --tune's tries: add --tune"):
+        Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={}, tune_lr=True)
+    # KD on STS-B and ft tuned with --tune-alpha: a --tune-lr grid of the same may share their folder (and units) ...
+    record_grid(Grid(out=tmp_path, tasks=["stsb"], methods=["kd", "ft"], students=["layers:0,1,5"],
+                     seeds={"stsb": 1}, tune=True, tune_alpha=True))
+    check_tuning_agrees(Grid(out=tmp_path, tasks=["stsb"], methods=["kd", "ft"], students=["layers:0,1,5"],
+                             seeds={"stsb": 2}, tune=True, tune_lr=True))
+    # ... but not a family, nor KD on a classification task, nor the plain --tune of either
+    record_grid(alpha)
+    for method, task in (("egkd-gradient-ig", "stsb"), ("kd", "rte")):
+        with pytest.raises(EgkdError, match=fr"\({task}, layers:0,1,5, {method}\) differ .*--tune --tune-lr"):
+            check_tuning_agrees(Grid(out=tmp_path, tasks=[task], methods=[method], students=["layers:0,1,5"],
+                                     seeds={}, tune=True, tune_lr=True))
+    with pytest.raises(EgkdError, match="differ"):
+        check_tuning_agrees(Grid(out=tmp_path, tasks=["stsb"], methods=["kd"], students=["layers:0,1,5"],
+                                 seeds={}, tune=True))
 
 
 def test_dry_run_estimates_the_training_left_from_units_like_it(tmp_path):
