@@ -656,6 +656,12 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
                      + "; KD on a regression task, whose three are alphas already, crossed them with "
                      + ", ".join(f"{f:g}x" for f in FT_LEARNING_RATE_FACTORS) + " the student's learning rate, and ft "
                      "its learning rates with weight_decay=" + ", ".join(f"{w:g}" for w in FT_WEIGHT_DECAYS) + ".")
+    if any(g.tune_lr for g in grids):
+        lines.append("- With `--tune-lr` (the grids below that say so) each method tried nine settings: its three "
+                     "crossed with " + ", ".join(f"{f:g}x" for f in FT_LEARNING_RATE_FACTORS) + " the student's "
+                     "learning rate; KD on a regression task and ft, whose own three already move it, tried the "
+                     "same nine as under `--tune-alpha` (alpha, and the weight decay, crossed with the learning "
+                     "rate).")
     for root, folder_grids in folders.items():
         readme = root / "README.md"
         lines.append(f"\nGrids run into `{root}` (each resumes with the same command)"

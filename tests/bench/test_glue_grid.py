@@ -552,6 +552,14 @@ def test_tuning_table_marks_the_winner_and_counts_seeds_at_its_setting():
     cells = tuning_rows(wide)[1][0][3].split("; ")
     assert len(cells) == 9 and cells[1] == "temperature=1.0, alpha=0.9: 51.00"
     assert [c for c in cells if c.startswith("**")] == ["**temperature=2.0, alpha=0.5: 53.00**"]  # 3 and 7 tie
+    # --tune-lr's nine are read as temperature x learning rate (alpha stays at its default), not as --tune-alpha's
+    by_lr = {}
+    for i, (t, lr) in enumerate((t, lr) for t in (1.0, 2.0, 4.0) for lr in (5e-5, 1e-4, 2e-4)):
+        key, r = rec("tune", 42, i, 50.0 + i % 4, t)
+        by_lr[key] = {**r, "options": {"temperature": t, "alpha": 0.9, "learning_rate": lr}}
+    cells = tuning_rows(by_lr)[1][0][3].split("; ")
+    assert cells[0] == "temperature=1.0, learning_rate=5e-05: 50.00" and "alpha" not in "".join(cells)
+    assert [c for c in cells if c.startswith("**")] == ["**temperature=2.0, learning_rate=5e-05: 53.00**"]
 
 
 def test_a_unit_another_process_runs_is_skipped_with_what_waits_for_it(grid_out, tmp_path, capsys):
@@ -738,6 +746,23 @@ def test_protocol_states_the_learning_rate_a_grid_was_run_with(tmp_path):
     assert "lr (1e-4 for transformer students, 1e-3 for BiLSTM/CNN; 0.0002 for every student of the grids run with " \
            "`--learning-rate 0.0002`)" in text
     assert "--seeds rte=1 --learning-rate 0.0002 --out" in text  # and the grid's own line says which
+
+
+def test_protocol_states_each_wide_tuning_grid_only_where_one_ran(tmp_path):
+    from egkd.bench.glue import record_grid
+    from egkd.reports.glue import protocol
+
+    def grid(out, **kw):
+        return Grid(out=out, tasks=["stsb"], methods=["kd"], students=["layers:1"], seeds={"stsb": 1}, tune=True, **kw)
+
+    record_grid(grid(tmp_path / "plain"))
+    record_grid(grid(tmp_path / "lr", tune_lr=True))
+    text = protocol([tmp_path / "plain"], {})
+    assert "--tune-lr" not in text and "--tune-alpha" not in text
+    text = protocol([tmp_path / "plain", tmp_path / "lr"], {})
+    assert "- With `--tune-lr` (the grids below that say so) each method tried nine settings: its three crossed " \
+           "with 0.5x, 1x, 2x the student's learning rate" in text and "With `--tune-alpha`" not in text
+    assert "--seeds stsb=1 --tune --tune-lr --out" in text
 
 
 def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, capsys):
