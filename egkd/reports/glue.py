@@ -640,13 +640,15 @@ def protocol(roots: Sequence[Path], records: dict[str, dict[str, Any]]) -> str:
         rest = [t for t in TASK_PLAN if t not in tuned_tasks and any(r["task"] == t for r in records.values())]
         lines.append(f"- Tuning (`--tune`, on {', '.join(tuned_tasks)}"
                      + (f"; {', '.join(rest)} ran every method at the defaults above" if rest else "")
-                     + "): on the first seed each method tried the same number of settings ("
+                     + "): on the first seed each method tried the same number of settings, its own three ("
                      + "; ".join(f"{m}: " + (ft if m == "ft" else ", ".join(
                          ",".join(f"{k}={v}" for k, v in t.items()) for t in TUNING_GRID[m])) for m in tuned)
                      + ("; kd on a regression task, where the temperature does not enter its MSE: "
                         + ", ".join(f"alpha={t['alpha']}" for t in REGRESSION_KD_GRID)
                         if "kd" in tuned and any(get_task(t).is_regression for t in tuned_tasks) else "")
-                     + "); the best dev score was fixed for the other seeds (the Tuning table says how many "
+                     + "); " + ("the grids run with `--tune-alpha` or `--tune-lr` crossed them with three of a "
+                                "second knob (below); " if any(g.second_axis for g in grids) else "")
+                     + "the best dev score was fixed for the other seeds (the Tuning table says how many "
                      "have run at it).")
     else:
         lines.append("- No tuning: every method at the defaults above (the same budget, zero, for all).")

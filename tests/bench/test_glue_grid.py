@@ -758,11 +758,14 @@ def test_protocol_states_each_wide_tuning_grid_only_where_one_ran(tmp_path):
     record_grid(grid(tmp_path / "plain"))
     record_grid(grid(tmp_path / "lr", tune_lr=True))
     text = protocol([tmp_path / "plain"], {})
-    assert "--tune-lr" not in text and "--tune-alpha" not in text
+    assert "--tune-lr" not in text and "--tune-alpha" not in text and "alpha=1.0); the best dev score" in text
+    assert "each method tried the same number of settings, its own three (kd: temperature=1.0," in text
     text = protocol([tmp_path / "plain", tmp_path / "lr"], {})
     assert "- With `--tune-lr` (the grids below that say so) each method tried nine settings: its three crossed " \
            "with 0.5x, 1x, 2x the student's learning rate" in text and "With `--tune-alpha`" not in text
     assert "--seeds stsb=1 --tune --tune-lr --out" in text
+    assert "alpha=1.0); the grids run with `--tune-alpha` or `--tune-lr` crossed them with three of a second knob " \
+           "(below); the best dev score" in text
 
 
 def test_teachers_flag_uses_a_finished_teacher_as_it_is(grid_out, tmp_path, capsys):
