@@ -166,6 +166,9 @@ class Grid:
             raise EgkdError("--tune-alpha and --tune-lr each give nine tries: choose one (one grid per --out)")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise EgkdError(f"--learning-rate must be positive, got {self.learning_rate:g}")
+        if self.tune_lr and self.learning_rate is not None:
+            raise EgkdError("--tune-lr tries 0.5, 1 and 2x each student's default learning rate itself: drop "
+                            "--learning-rate, or use --tune-alpha or --tune with it")
         self.tasks = [t for t in TASK_PLAN if t in self.tasks]  # cheapest first, whatever order was given
 
     def units(self) -> Iterator[Unit]:

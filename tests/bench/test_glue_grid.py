@@ -217,6 +217,8 @@ def test_tune_lr_crosses_every_method_with_the_learning_rate_and_shares_a_folder
     assert Grid.from_description(tmp_path, lr.describe()).second_axis == "lr"
     with pytest.raises(EgkdError, match="choose one"):
         grid(tune_lr=True, tune_alpha=True)
+    with pytest.raises(EgkdError, match="--tune-lr tries .* itself: drop --learning-rate"):
+        grid(tune_lr=True, learning_rate=2e-4)
     with pytest.raises(EgkdError, match="--tune-lr widens --tune's tries: add --tune"):
         Grid(out=tmp_path, tasks=["rte"], methods=["kd"], students=["layers:1"], seeds={}, tune_lr=True)
     # KD on STS-B and ft tuned with --tune-alpha: a --tune-lr grid of the same may share their folder (and units) ...
