@@ -278,9 +278,9 @@ def check_tuning_agrees(grid: Grid) -> None:
     if not grid.tune:
         return
     ours = {(t, s, m) for t in grid.tasks for s in grid.students for m in grid.methods}
-    for other in read_grids(grid.out):
+    for other in (g for g in read_grids(grid.out) if g.tune):
         shared = ours & {(t, s, m) for t in other.tasks for s in other.students for m in other.methods}
-        clash = sorted((t, s, m) for t, s, m in shared if other.tune and other.tries(t, m, s) != grid.tries(t, m, s))
+        clash = sorted((t, s, m) for t, s, m in shared if other.tries(t, m, s) != grid.tries(t, m, s))
         if clash:
             task, student, method = clash[0]
             raise EgkdError(f"{grid.out} holds a grid run with {other.tuning_flags().strip()}, whose tries for "

@@ -102,22 +102,26 @@ FT_WEIGHT_DECAYS = (0.0, 0.01, 0.1)
 SECOND_AXES = ("alpha", "lr")  # --tune-alpha, --tune-lr
 
 
+def tunes_alpha(task: str, method: str) -> bool:
+    """Whether ``method``'s own tries on ``task`` are KD's weight alpha (KD on a regression task)."""
+    return method == "kd" and get_task(task).is_regression
+
+
 def second_axis(task: str, method: str, student: str, axis: str) -> list[dict[str, Any]]:
     """The three values of ``axis`` (``alpha`` or ``lr``) that ``method``'s own tries are crossed with, or the knob
     that stands in where ``axis`` is the method's own (or, for ft and alpha, absent)."""
-    lr = ft_tries(student)
     if method == "ft":
         return [{"weight_decay": w} for w in FT_WEIGHT_DECAYS]
-    if method == "kd" and get_task(task).is_regression:  # its own tries are alphas
-        return lr
-    return [{"alpha": a} for a in JOINT_ALPHAS] if axis == "alpha" else lr
+    if axis == "alpha" and not tunes_alpha(task, method):
+        return [{"alpha": a} for a in JOINT_ALPHAS]
+    return ft_tries(student)
 
 
 def tuning_grid(task: str, method: str, student: str, second: str | None = None) -> list[dict[str, Any]]:
     """The ``--tune`` settings of ``method`` for ``student`` on ``task``: the same number for every method (three;
     nine with a ``second`` axis, ``alpha`` for ``--tune-alpha`` or ``lr`` for ``--tune-lr``)."""
-    regression_kd = method == "kd" and get_task(task).is_regression
-    own = REGRESSION_KD_GRID if regression_kd else ft_tries(student) if method == "ft" else TUNING_GRID[method]
+    own = (REGRESSION_KD_GRID if tunes_alpha(task, method) else ft_tries(student) if method == "ft"
+           else TUNING_GRID[method])
     if second is None:
         return own
     return [{**o, **s} for o in own for s in second_axis(task, method, student, second)]
