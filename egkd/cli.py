@@ -70,6 +70,10 @@ HELP = {
     "select_fraction": "share of each batch given the rationale-only and complement forwards",
     "explain_warmup": "share of training over which the explanation terms' weights rise from 0 to their value "
                       "(lets a randomly initialised student learn the task first)",
+    "explain_decay": "share of training at the end over which the explanation terms' weights fall linearly to 0 "
+                     "(aligns early, leaves the last steps to the task; the term is skipped once its weight is 0)",
+    "explain_project": "remove the component of the explanation gradient that points against the gold+KD gradient "
+                       "each step (PCGrad, Yu et al. 2020); costs one extra backward",
     "explain_grad_ratio": "cap the explanation terms' gradient norm at this multiple of the gold+KD gradient "
                           "norm each step (0: off); for randomly initialised students, whose explanation "
                           "gradient is ~25x KD's at the start",
@@ -86,7 +90,8 @@ DISTILL = ["teacher", "student", "method", "augment", "augment_mask", "augment_n
            "explainer", "explain_target", "teacher_explainer", "student_explainer", "align_loss", "grad_weight",
            "grad_fraction", "grad_every", "perturb_weight", "perturb_k", "perturb_mix", "perturb_fraction",
            "perturb_units", "select_weight", "rationale_budget", "comp_weight", "select_fraction", "adkd_weight",
-           "adkd_steps", "adkd_top_k", "explain_warmup", "explain_grad_ratio"]
+           "adkd_steps", "adkd_top_k", "explain_warmup", "explain_decay", "explain_project",
+           "explain_grad_ratio"]
 
 
 def _plain_type(tp: Any) -> type:

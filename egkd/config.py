@@ -86,6 +86,8 @@ class RunConfig:
     adkd_steps: int = 8
     adkd_top_k: float = 0.5
     explain_warmup: float = 0.0  # share of training over which explanation weights rise linearly from 0
+    explain_decay: float = 0.0  # share of training at the end over which explanation weights fall linearly to 0
+    explain_project: bool = False  # drop the part of the explanation gradient that opposes the task's (PCGrad)
     explain_grad_ratio: float = 0.0  # cap the explanation terms' gradient at this x the gold+KD gradient (0: off)
 
     # evaluation, checkpoints, logs
@@ -139,14 +141,17 @@ def build_config(yaml_path: str | Path | None = None, **overrides: Any) -> RunCo
         raise EgkdError(f"--alpha must lie in [0, 1], not {cfg.alpha}")
     if not 0.0 <= cfg.explain_warmup <= 1.0:
         raise EgkdError(f"--explain-warmup is a share of training in [0, 1], not {cfg.explain_warmup}")
+    if not 0.0 <= cfg.explain_decay <= 1.0:
+        raise EgkdError(f"--explain-decay is a share of training in [0, 1], not {cfg.explain_decay}")
     from egkd.explain.align import KINDS  # here, not at the top: the config module stays torch-free
 
     if cfg.align_loss not in KINDS:
         raise EgkdError(f"--align-loss must be one of {', '.join(KINDS)}, not {cfg.align_loss!r}")
     if cfg.explain_grad_ratio < 0:
         raise EgkdError(f"--explain-grad-ratio must be >= 0 (0 turns it off), not {cfg.explain_grad_ratio}")
-    if cfg.explain_grad_ratio and cfg.mixed_precision == "fp16":
-        raise EgkdError("--explain-grad-ratio splits the backward pass, which fp16 loss scaling does not support: "
+    if (cfg.explain_grad_ratio or cfg.explain_project) and cfg.mixed_precision == "fp16":
+        flag = "--explain-grad-ratio" if cfg.explain_grad_ratio else "--explain-project"
+        raise EgkdError(f"{flag} splits the backward pass, which fp16 loss scaling does not support: "
                         "use --mixed-precision bf16 or no")
     if isinstance(cfg.log_with, str):
         cfg.log_with = [s for s in cfg.log_with.split(",") if s]

@@ -694,9 +694,24 @@ def test_explanation_weight_warms_up_linearly_and_is_not_computed_at_zero():
     assert GradientAlignment.explanation and not KDLoss.explanation
 
 
+def test_explanation_weight_decays_linearly_to_zero_at_the_end_and_the_smaller_schedule_wins():
+    grad = GradientAlignment(weight=2.0)
+    grad.total_steps, grad.decay_steps = 8, 4
+    # full weight until step 4 (= 8 - 4), then 2 * (8 - s) / 4: 1.5, 1.0, 0.5 on the last three steps
+    assert [grad.weight_at(s) for s in range(9)] == [2.0, 2.0, 2.0, 2.0, 2.0, 1.5, 1.0, 0.5, 0.0]
+    assert grad.active(7) and not grad.active(8)
+    grad.ramp_steps = 6  # an overlapping warm-up: the smaller factor, min(s / 6, (8 - s) / 4)
+    assert [grad.weight_at(s) for s in range(9)] == pytest.approx(
+        [0.0, 1 / 3, 2 / 3, 1.0, 4 / 3, 1.5, 1.0, 0.5, 0.0])
+
+
 def test_explain_warmup_is_checked_and_perturb_units_keys_the_cache():
     with pytest.raises(EgkdError, match="explain-warmup"):
         build_config(explain_warmup=1.5)
+    with pytest.raises(EgkdError, match="explain-decay"):
+        build_config(explain_decay=-0.1)
+    with pytest.raises(EgkdError, match="explain-project.*fp16"):
+        build_config(explain_project=True, mixed_precision="fp16")
     key = lambda spec: cache_key("teacher", "data", spec, 64)  # noqa: E731
     assert key(CacheSpec("perturbation", max_units=0)) == key(CacheSpec("perturbation"))  # old caches still hit
     assert key(CacheSpec("perturbation", max_units=8)) != key(CacheSpec("perturbation"))
@@ -725,12 +740,48 @@ def test_balanced_backward_caps_the_explanation_gradient_relative_to_the_task_gr
     assert norm(g_expl) > norm(g_task)  # weight 50: the explanation gradient is the larger one
     for ratio in (0.5, 1e6):
         expected = min(1.0, ratio * norm(g_task) / norm(g_expl))
-        scale = balanced_backward(model, *losses(), ratio)
-        assert scale == pytest.approx(expected, rel=1e-6)
+        logged = balanced_backward(model, *losses(), ratio)
+        assert logged["explain_scale"] == pytest.approx(expected, rel=1e-6)
         for p, a, b in zip(model.parameters(), g_task, g_expl, strict=True):
             got = p.grad if p.grad is not None else torch.zeros_like(p)
             torch.testing.assert_close(got, a + expected * b, rtol=1e-5, atol=1e-7)
     assert expected == 1.0  # a large ratio leaves the plain sum
+
+
+class _TwoLosses(nn.Module):
+    """Linear losses with known gradients: task = a . p, explanation = b . p + e . q (q: no task gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p, self.q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))
+
+    def losses(self, a, b, e=0.0):
+        return (torch.tensor(a) * self.p).sum(), (torch.tensor(b) * self.p).sum() + e * self.q.sum()
+
+
+@pytest.mark.parametrize(("b", "expected_p"), [
+    ([-1.0, 1.0], [1.0, 1.0]),  # conflict: b loses its part along a, [-1, 1] - (-1 / 1) [1, 0] = [0, 1]
+    ([1.0, 1.0], [2.0, 1.0]),  # no conflict: the plain sum a + b
+])
+def test_projection_drops_only_the_conflicting_part_of_the_explanation_gradient(b, expected_p):
+    m = _TwoLosses()
+    logged = balanced_backward(m, *m.losses([1.0, 0.0], b, e=3.0), project=True)
+    torch.testing.assert_close(m.p.grad, torch.tensor(expected_p))
+    torch.testing.assert_close(m.q.grad, torch.tensor([3.0]))  # no task gradient there: nothing to project
+    cos = (b[0] + 0.0) / (1.0 * math.sqrt(b[0] ** 2 + b[1] ** 2 + 9.0))  # over p and q together
+    assert logged == pytest.approx({"explain_cos": cos, "explain_scale": 1.0})
+
+
+def test_projection_and_cap_together_cap_the_projected_gradient():
+    m = _TwoLosses()
+    a, b = [3.0, 4.0], [-3.0, 0.0]  # |a| = 5, a . b = -9: projected b = b + (9 / 25) a = [-1.92, 1.44], norm 2.4
+    projected = torch.tensor(b) + 9 / 25 * torch.tensor(a)
+    balanced_backward(m, *m.losses(a, b), ratio=0.24, project=True)  # cap 0.24 * 5 = 1.2: half of 2.4
+    torch.testing.assert_close(m.p.grad, torch.tensor(a) + 0.5 * projected)
+    assert float(projected.norm()) == pytest.approx(2.4)
+    m.p.grad = None
+    balanced_backward(m, *m.losses(a, b), ratio=0.0, project=False)  # neither: the plain sum
+    torch.testing.assert_close(m.p.grad, torch.tensor(a) + torch.tensor(b))
 
 
 def test_grad_norm_is_the_global_l2_norm_and_skips_unreached_parameters():

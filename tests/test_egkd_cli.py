@@ -28,6 +28,8 @@ CASES = {
     "gradient-multi-view": (["--method", "egkd", "--explainer", "gradient", "--explain-target", "all"],
                             ["loss_gradient"]),
     "adkd": (["--method", "adkd", "--adkd-steps", "2"], ["loss_adkd"]),
+    "gradient-projected-decayed": (["--method", "egkd", "--explainer", "gradient", "--explain-project",
+                                    "--explain-decay", "0.5"], ["loss_gradient", "loss_explain_cos"]),
 }
 
 
@@ -74,6 +76,12 @@ def test_distill_each_family_through_the_cli(distilled, name):
     for column in ["loss", "loss_kd", *CASES[name][1]]:
         assert logged.get(column), (column, sorted(logged))
         assert all(math.isfinite(v) for v in logged[column]), column
+
+
+def test_a_projected_run_logs_the_cosine_of_the_two_gradients_and_no_cap(distilled):
+    logged = loss_rows(distilled("gradient-projected-decayed"))
+    assert all(-1.0 <= c <= 1.0 for c in logged["loss_explain_cos"])
+    assert set(logged["loss_explain_scale"]) == {1.0}  # projection alone caps nothing
 
 
 def test_evaluate_with_explanations(distilled, capsys):

@@ -35,20 +35,30 @@ class LossTerm:
     needs_teacher_model = False  # runs the live teacher itself (e.g. AD-KD's online integrated gradients)
     needs_hidden = False
     cache_family: str | None = None  # the teacher-cache entry the term reads (see egkd.cache)
-    explanation = False  # an explanation term: its weight follows --explain-warmup
+    explanation = False  # an explanation term: its weight follows --explain-warmup and --explain-decay
 
     def __init__(self, weight: float = 1.0, every: int = 1) -> None:
         self.weight = float(weight)
         self.every = max(1, int(every))
         self.ramp_steps = 0  # the weight rises linearly from 0 over the first ramp_steps steps (0: no ramp)
+        self.decay_steps = 0  # ... and falls linearly towards 0 over the last decay_steps steps (0: no decay)
+        self.total_steps = 0  # the run's number of updates (decay only)
 
     def weight_at(self, step: int) -> float:
-        """The weight at ``step``: a warm-up lets the student learn the task before it is asked to explain
-        like the teacher. (On the SST-2 BiLSTM it did not stop the explanation gradient from swamping KD;
-        ``--explain-grad-ratio`` did: docs/measurements.md, section 4.)"""
-        if self.ramp_steps <= 0:
-            return self.weight
-        return self.weight * min(1.0, step / self.ramp_steps)
+        """The weight at ``step`` (0-based).
+
+        A warm-up lets the student learn the task before it is asked to explain like the teacher. (On the
+        SST-2 BiLSTM it did not stop the explanation gradient from swamping KD; ``--explain-grad-ratio`` did:
+        docs/measurements.md, section 4.) A decay does the opposite: the student aligns its maps while it is
+        still far from the teacher, and its last updates go to the task alone (section 28). Where both
+        overlap the smaller factor wins. The decay reaches ``weight / decay_steps`` at the last step, 0 after it.
+        """
+        factor = 1.0
+        if self.ramp_steps > 0:
+            factor = min(factor, step / self.ramp_steps)
+        if self.decay_steps > 0:
+            factor = min(factor, max(0.0, (self.total_steps - step) / self.decay_steps))
+        return self.weight * factor
 
     def active(self, step: int) -> bool:
         """Terms can run on every ``every``-th step only, trading their cost against their effect; a term
