@@ -308,7 +308,7 @@ def bench_glue(
     tasks: Annotated[str, typer.Option(help="comma-separated GLUE tasks (run cheapest first)")]
     = "rte,mrpc,stsb,cola,sst2",
     methods: Annotated[str, typer.Option(help="comma-separated: ft, kd, pkd, adkd, egkd-gradient, "
-                                        "egkd-gradient-ig, egkd-gradient-ig-lite, egkd-gradient-ig-decay, "
+                                        "egkd-gradient-ig, egkd-gradient-ig-lite, egkd-gradient-ig-warmup, "
                                         "egkd-perturbation, egkd-selection, egkd-all")]
     = "ft,kd,pkd,egkd-gradient",
     students: Annotated[str, typer.Option(help="students, e.g. 'layers:1,3,5,layers:2,5,bilstm' (';' also separates)")]

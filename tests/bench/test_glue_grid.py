@@ -86,10 +86,10 @@ def test_grid_order_and_settings(tmp_path):
                 tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig-lite", 42, setting=2))
     assert lite == {**ig, "grad_fraction": 0.125, "grad_weight": 3.0}
     assert trained_on_ig(lite)
-    # its decaying twin: the same maps and weights, the weight falling to 0 over the whole run
-    decay = Grid(out=tmp_path, tasks=["rte"], methods=["egkd-gradient-ig-decay"], students=["layers:1,3,5"],
-                 seeds={}, tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig-decay", 42, setting=0))
-    assert decay == {**ig, "explain_decay": 1.0} and "explain_decay" not in ig
+    # its warm-up twin: the same maps and weights, the weight rising from 0 over the first half of the run
+    warm = Grid(out=tmp_path, tasks=["rte"], methods=["egkd-gradient-ig-warmup"], students=["layers:1,3,5"],
+                 seeds={}, tune=True).options(Unit("rte", "layers:1,3,5", "egkd-gradient-ig-warmup", 42, setting=0))
+    assert warm == {**ig, "explain_warmup": 0.5} and "explain_warmup" not in ig
     with pytest.raises(EgkdError, match="unknown method"):
         Grid(out=tmp_path, tasks=["rte"], methods=["kd", "tinybert"], students=["layers:1"], seeds={})
     # randomly initialised students: a larger learning rate, and their explanation gradient capped
