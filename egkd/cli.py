@@ -261,14 +261,23 @@ def report(
     = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples for the intervals vs KD")] = 2000,
     data_dir: Annotated[str | None, typer.Option(help=HELP["data_dir"] + " (dev labels for the intervals)")] = None,
+    versus: Annotated[list[str] | None, typer.Option(help="A:B, e.g. egkd-gradient-ig-warmup:egkd-gradient-ig: also "
+                                                          "compare method A with B directly (paired bootstrap over "
+                                                          "the seeds both ran); repeatable")] = None,
 ) -> None:
     """Render results: the GLUE comparison page (seeds, bootstrap vs KD, targets, plots) for a `bench glue`
     folder, else one table of every finished run under the folder."""
+    pairs = [tuple(v.split(":")) for v in versus or []]
+    bad = [v for v, pair in zip(versus or [], pairs, strict=True) if len(pair) != 2 or not all(pair)]
+    if bad:
+        raise EgkdError(f"--versus takes METHOD:METHOD (e.g. egkd-gradient:kd), not {bad[0]!r}")
     if all((r / "results.jsonl").is_file() for r in runs):
         from egkd.reports.glue import render
 
-        print(render(runs, out, n_resamples=resamples, data_dir=data_dir))
+        print(render(runs, out, n_resamples=resamples, data_dir=data_dir, pairs=pairs))
         return
+    if pairs:
+        raise EgkdError("--versus needs `egkd bench glue` results (a folder with results.jsonl)")
     if len(runs) > 1:
         lacking = next(r for r in runs if not (r / "results.jsonl").is_file())
         raise EgkdError(f"{lacking} has no results.jsonl: several folders can only be `egkd bench glue` results")

@@ -527,6 +527,40 @@ def ig_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group]) -> tupl
             "IG comp. - random"], rows
 
 
+def versus_rows(tasks: list[str], groups: dict[tuple[str, str, str], Group], pairs: Sequence[tuple[str, str]],
+                labels_of: DevLabels, n_resamples: int) -> tuple[list[str], list[list[str]]]:
+    """Method A against method B (not only against KD), wherever both ran a (task, student): the same paired
+    bootstrap as the task tables' column vs KD, and the cost and consistencies side by side.
+
+    Why: an ablation (e.g. a schedule of one method's weight) is a comparison between two egkd methods; setting
+    each beside KD and comparing the two intervals by eye is not a test of their difference.
+    """
+    methods = {m for _, _, m in groups}
+    unknown = sorted({m for pair in pairs for m in pair} - methods)
+    if unknown:
+        raise EgkdError(f"--versus: no runs of {', '.join(unknown)} in these results; methods: "
+                        f"{', '.join(sorted(methods))}")
+
+    def side_by_side(field: str, x: Group, y: Group, digits: int = 2) -> str:
+        return f"{_fmt(_mean([r.get(field) for r in x]), digits)} / {_fmt(_mean([r.get(field) for r in y]), digits)}"
+
+    rows = []
+    in_task_order = sorted(groups.items(), key=lambda kv: (tasks.index(kv[0][0]), kv[0][1]))
+    for a, b in pairs:
+        for (task, student, method), group in in_task_order:
+            seeds = {r["seed"] for r, _ in seed_pairs(group, groups.get((task, student, b), []))}
+            if method != a or not seeds:
+                continue
+            mine, theirs = ([r for r in groups[(task, student, m)] if r["seed"] in seeds] for m in (a, b))
+            d = versus(mine, theirs, get_task(task).main_metric, labels_of, n_resamples)
+            rows.append([task, student, a, b, str(len(seeds)), side_by_side("score", mine, theirs),
+                         f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" + (" *" if d.significant else ""),
+                         side_by_side("consistency", mine, theirs), side_by_side("consistency_ig", mine, theirs),
+                         _fmt_cost(*_cost_ratio(mine, theirs))])
+    return ["task", "student", "A", "B", "seeds (both)", "main metric A / B", "Δ A - B [95% CI]",
+            "consistency (gxi) A / B", "consistency (IG) A / B", "train cost A vs B"], rows
+
+
 def tuning_rows(records: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The ``--tune`` tries of every (task, student, method): each setting's dev score on the first seed, the
     chosen one in bold (by the runner's own rule), and how many seed runs have that setting."""
@@ -697,9 +731,10 @@ def grid_lines(grids: list, records: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def render(results: str | Path | Sequence[str | Path], out: str | Path | None = None, n_resamples: int = 2000,
-           data_dir: str | Path | None = None) -> str:
+           data_dir: str | Path | None = None, pairs: Sequence[tuple[str, str]] = ()) -> str:
     """The Markdown page; with ``out`` also written there, with one CSV per task and the two PNG plots.
-    ``data_dir``: the GLUE folder the dev labels are read from (default as everywhere: $GLUE_DIR, ../shared)."""
+    ``data_dir``: the GLUE folder the dev labels are read from (default as everywhere: $GLUE_DIR, ../shared).
+    ``pairs``: (A, B) method pairs compared directly, beside the tables' comparison of every method with KD."""
     roots = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
     records = read_folders(roots)
     if not records:
@@ -769,6 +804,16 @@ def render(results: str | Path | Sequence[str | Path], out: str | Path | None = 
                      "AOPC minus random's). A method with fewer seeds here than in its task table was scored on the "
                      "seeds whose run folders are on this machine.\n\n"
                      + to_markdown(header, rows))
+    if pairs:
+        header, rows = versus_rows(tasks, groups, pairs, labels_of, n_resamples)
+        parts.append("## Paired comparisons (`--versus`)\n\nEach pair over the seeds both methods ran, with the same "
+                     "paired bootstrap as the tables' column vs KD (`*`: the interval excludes zero); the scores, "
+                     "consistencies and cost are over those seeds too, so they can differ from the task tables' "
+                     "where one method has more seeds.\n\n"
+                     + (to_markdown(header, rows) if rows else "No (task, student) has runs of both methods of a "
+                        "pair with a seed in common.\n"))
+        if out and rows:
+            write_csv(Path(out).with_name(f"{Path(out).stem}-versus.csv"), header, rows)
     header, rows = cache_rows(records)
     if rows:
         parts.append("## One-off teacher cache cost\n\nBuilt once per (teacher, data, explainer, length) and "

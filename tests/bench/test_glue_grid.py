@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -429,6 +430,36 @@ def test_report_renders_seeds_bootstrap_targets_and_plots(grid_out, glue_dir, tm
     assert "| rte/layers-1/kd/seed42 (" in logits
     for name in ("results-metric-vs-cost.png", "results-metric-vs-consistency.png", "results-rte.csv"):
         assert (page.parent / name).stat().st_size > 0, name
+
+
+def test_report_versus_compares_two_methods_directly_with_the_same_bootstrap(grid_out, glue_dir, tmp_path, capsys):
+    out, _ = grid_out
+    page = tmp_path / "page.md"
+    assert cli_main("report", out, "--out", page, "--resamples", "200", "--data-dir", glue_dir,
+                    "--versus", "egkd-gradient:kd", "--versus", "kd:egkd-gradient") == 0
+    text = page.read_text()
+    ci = re.compile(r"([+-]\d+\.\d+) \[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
+    def line(part: str, start: str) -> str:
+        return next(row for row in part.splitlines() if row.startswith(start))
+
+    table = line(text.split("## RTE")[1], "| layers:1 | egkd-gradient |")
+    section = text.split("## Paired comparisons (`--versus`)")[1].split("\n## ")[0]
+    forward = line(section, "| rte | layers:1 | egkd-gradient | kd | 2 |")
+    backward = line(section, "| rte | layers:1 | kd | egkd-gradient | 2 |")
+    # A against KD is the task table's own interval; B against A the same resamples, negated
+    assert ci.search(forward).groups() == ci.search(table).groups()
+    d, low, high = map(float, ci.search(forward).groups())
+    assert tuple(map(float, ci.search(backward).groups())) == pytest.approx((-d, -high, -low), abs=0.011)
+    recs = [r for r in read_results(out).values() if r["kind"] == "student"]
+    score = {m: sum(r["score"] for r in recs if r["method"] == m) / 2 for m in ("kd", "egkd-gradient")}
+    assert f"| {score['egkd-gradient']:.2f} / {score['kd']:.2f} |" in forward
+    assert (page.parent / "page-versus.csv").stat().st_size > 0
+    capsys.readouterr()
+    assert cli_main("report", out, "--data-dir", glue_dir, "--versus", "egkd-gradient:pkd") == 2
+    assert cli_main("report", out, "--data-dir", glue_dir, "--versus", "kd") == 2
+    err = capsys.readouterr().err
+    assert "no runs of pkd in these results; methods: egkd-gradient, kd" in err
+    assert "--versus takes METHOD:METHOD" in err and "Traceback" not in err
 
 
 def test_report_merges_folders_and_refuses_a_unit_in_two(grid_out, glue_dir, tmp_path, capsys):
