@@ -71,7 +71,7 @@ HELP = {
     "explain_warmup": "share of training over which the explanation terms' weights rise from 0 to their value "
                       "(lets a randomly initialised student learn the task first)",
     "explain_decay": "share of training at the end over which the explanation terms' weights fall linearly to 0 "
-                     "(aligns early, leaves the last steps to the task; the term is skipped once its weight is 0)",
+                     "(the student aligns its maps early and spends the end of training on the task)",
     "explain_project": "remove the component of the explanation gradient that points against the gold+KD gradient "
                        "each step (PCGrad, Yu et al. 2020); costs one extra backward",
     "explain_grad_ratio": "cap the explanation terms' gradient norm at this multiple of the gold+KD gradient "

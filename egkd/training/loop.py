@@ -283,9 +283,9 @@ def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_los
 
     ``project`` (PCGrad, Yu et al. 2020): where the two gradients conflict (negative dot product), ``g_e`` loses
     its component along the task gradient, ``g_e - (g_e . g_t / |g_t|^2) g_t``, so the explanation terms may
-    move the student only in directions that do not, to first order, undo the task's step. Why: on STS-B no
-    explanation weight or schedule avoided a loss of Pearson (measurements, 25-27), which points at the
-    direction of the alignment gradient rather than its size.
+    move the student only in directions that do not, to first order, undo the task's step. Tried where the
+    term costs accuracy (STS-B, measurements 28), it changed nothing: there the two gradients are nearly
+    orthogonal (mean cosine 0.04), so there is little to remove.
 
     ``ratio`` > 0 caps the (projected) norm: ``s = min(1, ratio * |g_t| / |g_e|)``. Why: on a randomly
     initialised student the explanation terms' gradient is ~25x the gold+KD gradient (measured on a BiLSTM,
