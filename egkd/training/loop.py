@@ -272,9 +272,17 @@ def train(
     return best, result
 
 
+def grad_dot(xs: Iterable[Tensor | None], ys: Iterable[Tensor | None]) -> float:
+    """The dot product of two sets of gradients taken as one vector each (``None``: a parameter a loss does not
+    reach, which adds nothing)."""
+    return float(sum(((a.float() * b.float()).sum() for a, b in zip(xs, ys, strict=True)
+                      if a is not None and b is not None), torch.zeros(())))
+
+
 def grad_norm(grads: Iterable[Tensor | None]) -> float:
     """The global L2 norm of a set of gradients (``None`` for a parameter the loss does not reach)."""
-    return float(torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), torch.zeros(()))))
+    grads = list(grads)
+    return math.sqrt(grad_dot(grads, grads))
 
 
 def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_loss: Tensor, ratio: float = 0.0,
@@ -300,8 +308,7 @@ def balanced_backward(model: torch.nn.Module, task_loss: Tensor, explanation_los
     g_expl = list(torch.autograd.grad(explanation_loss, params, allow_unused=True))
 
     n_task, n_expl = grad_norm(g_task), grad_norm(g_expl)
-    dot = float(sum(((a.float() * b.float()).sum() for a, b in zip(g_task, g_expl, strict=True)
-                     if a is not None and b is not None), torch.zeros(())))
+    dot = grad_dot(g_task, g_expl)
     cos = dot / (n_task * n_expl) if n_task > 0 and n_expl > 0 else 0.0
     if project and dot < 0 and n_task > 0:
         c = dot / n_task**2
